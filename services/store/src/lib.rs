@@ -4,11 +4,13 @@
 //! second implementation of the same trait, checked by the same conformance
 //! suite ([`conformance`]), not a rewrite of the services.
 //!
+//! - [`bus`]: the Bus seam between gateways and services.
 //! - [`memory`]: the embedded backend, sharded maps behind short mutexes.
 //! - [`conformance`]: behaviour every backend must show.
 
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod conformance;
 pub mod memory;
 

@@ -1,0 +1,224 @@
+//! One messaging shard: the single writer of the rooms hashed to it.
+//!
+//! The worker owns ordering (a room's appends and fan-outs happen one at a
+//! time, in seq order); the membership table lives outside the worker task,
+//! like an ETS table with an heir, so a worker that panics and is restarted
+//! finds its rooms' members where they were, and takes seq from the store.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use dialtone_proto::{ErrorCode, Name, RoomName, codes::Failure, server};
+use dialtone_store::{
+    Appended, NewMessage, Store, StoreError,
+    bus::{ConnId, Member},
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{metrics::hot, routes::UserRoutes};
+
+pub type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+
+/// A request to a shard. Each carries its reply channel; a worker that dies
+/// holding one drops it, which the caller sees as `internal`.
+pub enum Command {
+    Join {
+        room: RoomName,
+        member: Member,
+        reply: Reply<u64>,
+    },
+    Leave {
+        room: RoomName,
+        conn: ConnId,
+        reply: Option<Reply<()>>,
+    },
+    Send {
+        msg: NewMessage,
+        reply: Reply<Appended>,
+    },
+    Who {
+        room: RoomName,
+        reply: Reply<Vec<Name>>,
+    },
+    /// Fault injection: panic while holding `reply` (drills and tests; the
+    /// admin switch that sends it is off by default).
+    Crash { reply: Reply<()> },
+}
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<ConnId, Member>,
+    /// Connections per user, for presence (first in / last out).
+    users: HashMap<Name, u32>,
+}
+
+impl Room {
+    fn broadcast(&self, frame: &Bytes) -> u64 {
+        for m in self.members.values() {
+            m.outbox.deliver(frame);
+        }
+        self.members.len() as u64
+    }
+}
+
+/// What survives a worker restart.
+#[derive(Default)]
+pub struct Table {
+    rooms: HashMap<RoomName, Room>,
+}
+
+/// Everything a shard worker needs; shared by its incarnations.
+pub struct Shard {
+    pub id: usize,
+    mailbox: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    table: Mutex<Table>,
+    store: Arc<dyn Store>,
+    routes: Arc<UserRoutes>,
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::Unavailable(why) => Failure::retry(ErrorCode::Unavailable, format!("store unavailable: {why}"), 1000),
+        StoreError::UserExists => Failure::internal(),
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        capacity: usize,
+        store: Arc<dyn Store>,
+        routes: Arc<UserRoutes>,
+    ) -> (Arc<Shard>, mpsc::Sender<Command>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let shard = Shard {
+            id,
+            mailbox: tokio::sync::Mutex::new(rx),
+            table: Mutex::default(),
+            store,
+            routes,
+        };
+        (Arc::new(shard), tx)
+    }
+
+    /// Only this shard's worker locks the table, so the lock is uncontended;
+    /// a worker that panicked mid-update leaves whole entries behind.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The worker loop: serves the mailbox until every sender is gone.
+    /// Run it under a supervisor, which restarts it after a panic; queued
+    /// commands wait in the mailbox meanwhile.
+    pub async fn run(self: Arc<Self>) {
+        let mut mailbox = self.mailbox.lock().await;
+        while let Some(cmd) = mailbox.recv().await {
+            self.handle(cmd).await;
+        }
+    }
+
+    async fn handle(&self, cmd: Command) {
+        match cmd {
+            Command::Join { room, member, reply } => {
+                let seq = self.store.latest_seq(&room).await.map_err(store_failure);
+                if seq.is_ok() {
+                    self.join(&room, member);
+                }
+                // The caller may have gone (connection closed); nothing to do then.
+                let _ = reply.send(seq);
+            }
+            Command::Leave { room, conn, reply } => {
+                self.leave(&room, conn);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Send { msg, reply } => {
+                let result = self.send(msg).await;
+                let _ = reply.send(result);
+            }
+            Command::Who { room, reply } => {
+                let mut users: Vec<Name> = self
+                    .table()
+                    .rooms
+                    .get(&room)
+                    .map(|r| r.users.keys().cloned().collect())
+                    .unwrap_or_default();
+                users.sort();
+                let _ = reply.send(Ok(users));
+            }
+            Command::Crash { reply } => {
+                let _held = reply;
+                panic!("fault injection: messaging shard {} crashed on request", self.id);
+            }
+        }
+    }
+
+    fn join(&self, room: &RoomName, member: Member) {
+        // Parties of a direct room get its messages through their user
+        // routes; registering them as members would deliver twice.
+        if room.parties().is_some() {
+            return;
+        }
+        let mut table = self.table();
+        let r = table.rooms.entry(room.clone()).or_default();
+        if r.members.contains_key(&member.conn) {
+            return;
+        }
+        let user = member.user.clone();
+        r.members.insert(member.conn, member);
+        let count = r.users.entry(user.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let n = r.broadcast(&server::presence(room.as_str(), user.as_str(), true));
+            hot().presence_out.increment(n);
+        }
+    }
+
+    fn leave(&self, room: &RoomName, conn: ConnId) {
+        let mut table = self.table();
+        let Some(r) = table.rooms.get_mut(room) else { return };
+        let Some(m) = r.members.remove(&conn) else { return };
+        let last = match r.users.get_mut(&m.user) {
+            Some(c) if *c > 1 => {
+                *c -= 1;
+                false
+            }
+            _ => {
+                r.users.remove(&m.user);
+                true
+            }
+        };
+        if last {
+            let n = r.broadcast(&server::presence(room.as_str(), m.user.as_str(), false));
+            hot().presence_out.increment(n);
+        }
+        if r.members.is_empty() {
+            table.rooms.remove(room);
+        }
+    }
+
+    async fn send(&self, msg: NewMessage) -> Result<Appended, Failure> {
+        let room = msg.room.clone();
+        let appended = self.store.append(msg).await.map_err(store_failure)?;
+        if appended.duplicate {
+            // Already delivered when first stored; a retry must not repeat it.
+            return Ok(appended);
+        }
+        let delivered = match room.parties() {
+            Some((a, b)) => {
+                let mut n = self.routes.deliver(a, &appended.frame);
+                if a != b {
+                    n += self.routes.deliver(b, &appended.frame);
+                }
+                n
+            }
+            None => self.table().rooms.get(&room).map_or(0, |r| r.broadcast(&appended.frame)),
+        };
+        hot().messages_out.increment(delivered);
+        Ok(appended)
+    }
+}
