@@ -255,6 +255,10 @@ impl Runner {
             return Ok(());
         }
         if self.intensity_exceeded() {
+            // Keep the culprit visible in the tree after everything stops.
+            if let Some(slot) = self.slots.get(&done.key) {
+                slot.node.set_state(ChildState::Failed);
+            }
             let i = self.spec.intensity;
             let reason = format!(
                 "child '{name}' {}; more than {} restarts in {:?}",
