@@ -5,8 +5,10 @@
 //! worker factory. Each incarnation of the worker [`take`](Mailbox::take)s the
 //! mailbox, so requests queued while a worker restarts are served by the next
 //! one. Each call carries a oneshot reply slot; if the worker drops it, by
-//! returning, panicking or being aborted while holding the request, the caller
-//! learns at once ([`CallError::WorkerDied`]): that drop is the monitor.
+//! returning, panicking or being aborted while holding the request, the slot's
+//! `Drop` tells the caller at once ([`CallError::WorkerDied`]): that drop is
+//! the monitor. A request still queued when the last [`Mailbox`] goes away
+//! gets [`CallError::Stopped`] instead.
 //!
 //! Per call: one oneshot allocation, one bounded-queue slot, no other
 //! allocation. A full queue is an error at once, never a wait.
@@ -33,9 +35,14 @@ pub enum CallError {
     Stopped,
 }
 
+/// What travels back: the answer, or `WorkerDied` sent by a dropped
+/// [`ReplyTo`]. A reply slot dropped while still queued sends nothing, which
+/// is how the caller tells "the server is gone" from "the worker died".
+type Reply<Resp> = Result<Resp, CallError>;
+
 struct Envelope<Req, Resp> {
     request: Req,
-    reply: Option<oneshot::Sender<Resp>>,
+    reply: Option<oneshot::Sender<Reply<Resp>>>,
 }
 
 /// A mailbox queue of `capacity` requests shared by every incarnation.
@@ -88,16 +95,13 @@ impl<Req, Resp> ServerRef<Req, Resp> {
     ///
     /// # Errors
     /// `Full` when the mailbox is full, `Stopped` when the server is gone.
-    pub fn try_call(&self, request: Req) -> Result<PendingReply<Req, Resp>, CallError> {
+    pub fn try_call(&self, request: Req) -> Result<PendingReply<Resp>, CallError> {
         let (reply, rx) = oneshot::channel();
         self.enqueue(Envelope {
             request,
             reply: Some(reply),
         })?;
-        Ok(PendingReply {
-            rx,
-            server: self.clone(),
-        })
+        Ok(PendingReply { rx })
     }
 
     /// Fire and forget: enqueue `request`; no reply is expected.
@@ -126,23 +130,21 @@ impl<Req, Resp> ServerRef<Req, Resp> {
 }
 
 /// A reply that was asked for with [`ServerRef::try_call`].
-pub struct PendingReply<Req, Resp> {
-    rx: oneshot::Receiver<Resp>,
-    server: ServerRef<Req, Resp>,
+pub struct PendingReply<Resp> {
+    rx: oneshot::Receiver<Reply<Resp>>,
 }
 
-impl<Req, Resp> PendingReply<Req, Resp> {
+impl<Resp> PendingReply<Resp> {
     /// Wait at most `timeout` for the reply.
     ///
     /// # Errors
     /// `WorkerDied`, `Stopped` or `Timeout`, as for [`ServerRef::call`].
     pub async fn wait(self, timeout: Duration) -> Result<Resp, CallError> {
         match tokio::time::timeout(timeout, self.rx).await {
-            Ok(Ok(resp)) => Ok(resp),
-            // The reply slot was dropped unanswered: either a worker held it
-            // and died, or the queue itself was dropped with it inside.
-            Ok(Err(_)) if self.server.is_stopped() => Err(CallError::Stopped),
-            Ok(Err(_)) => Err(CallError::WorkerDied),
+            Ok(Ok(reply)) => reply,
+            // Dropped without a word: it never left the queue, and the queue
+            // itself is gone.
+            Ok(Err(_)) => Err(CallError::Stopped),
             Err(_elapsed) => Err(CallError::Timeout),
         }
     }
@@ -222,20 +224,34 @@ pub struct Request<Req, Resp> {
 }
 
 /// The reply slot of one request (empty for casts).
+///
+/// Dropping it unanswered, by returning, panicking or being aborted, tells
+/// the caller [`CallError::WorkerDied`]: this is the monitor.
 pub struct ReplyTo<Resp> {
-    tx: Option<oneshot::Sender<Resp>>,
+    tx: Option<oneshot::Sender<Reply<Resp>>>,
 }
 
 impl<Resp> ReplyTo<Resp> {
     /// Answer the caller. Returns `false` if nobody is waiting any more (the
     /// call timed out, was cancelled, or was a cast).
-    pub fn send(self, response: Resp) -> bool {
-        self.tx.is_some_and(|tx| tx.send(response).is_ok())
+    pub fn send(mut self, response: Resp) -> bool {
+        self.tx
+            .take()
+            .is_some_and(|tx| tx.send(Ok(response)).is_ok())
     }
 
     /// Whether nobody waits for this reply, so the work may be skipped.
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+}
+
+impl<Resp> Drop for ReplyTo<Resp> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The caller may be gone already; then nobody needs to know.
+            let _ = tx.send(Err(CallError::WorkerDied));
+        }
     }
 }
