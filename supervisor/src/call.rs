@@ -183,6 +183,28 @@ impl<Req, Resp> Mailbox<Req, Resp> {
     }
 }
 
+impl<Req, Resp> Mailbox<Req, Resp> {
+    /// Receive one request while sharing the queue with other workers (a
+    /// pool of identical workers): the queue is held only for this receive.
+    /// Do not mix with [`take`](Self::take) on the same mailbox: a held
+    /// [`Inbox`] blocks this until it is dropped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: no request is lost if this is dropped unfinished.
+    pub async fn recv(&self) -> Option<Request<Req, Resp>> {
+        self.rx.lock().await.recv().await.map(Request::from)
+    }
+}
+
+impl<Req, Resp> From<Envelope<Req, Resp>> for Request<Req, Resp> {
+    fn from(e: Envelope<Req, Resp>) -> Self {
+        Self {
+            request: e.request,
+            reply: ReplyTo { tx: e.reply },
+        }
+    }
+}
+
 /// Exclusive read access to a mailbox for one worker incarnation.
 pub struct Inbox<Req, Resp> {
     rx: OwnedMutexGuard<mpsc::Receiver<Envelope<Req, Resp>>>,
@@ -195,10 +217,7 @@ impl<Req, Resp> Inbox<Req, Resp> {
     /// # Cancel safety
     /// Cancel safe: no request is lost if this is dropped unfinished.
     pub async fn recv(&mut self) -> Option<Request<Req, Resp>> {
-        self.rx.recv().await.map(|e| Request {
-            request: e.request,
-            reply: ReplyTo { tx: e.reply },
-        })
+        self.rx.recv().await.map(Request::from)
     }
 
     /// Requests waiting in the queue.

@@ -191,3 +191,37 @@ async fn call_held_by_a_worker_aborted_after_its_grace_returns_worker_died() {
     );
     assert_eq!(began.elapsed(), supervisor::spec::DEFAULT_WORKER_GRACE);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_of_workers_can_share_one_mailbox() {
+    let (calc, mailbox) = call::channel::<Op, u32>(8);
+    let workers: Vec<ChildSpec> = (0..3)
+        .map(|i| {
+            let mailbox = mailbox.clone();
+            ChildSpec::worker(format!("w{i}"), Restart::Permanent, move |_ctx| {
+                let mailbox = mailbox.clone();
+                Box::pin(async move {
+                    while let Some(req) = mailbox.recv().await {
+                        if let Op::Double(n) = req.request {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            req.reply.send(n * 2);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    drop(mailbox);
+    let handle = workers
+        .into_iter()
+        .fold(SupervisorSpec::new("auth"), SupervisorSpec::child)
+        .start();
+    let began = Instant::now();
+    let replies =
+        futures_util::future::join_all((1..=3).map(|n| calc.call(Op::Double(n), T * 5))).await;
+    assert_eq!(replies, [Ok(2), Ok(4), Ok(6)]);
+    // Served in parallel: three one-second jobs took one second.
+    assert_eq!(began.elapsed(), T);
+    handle.shutdown().await;
+}
