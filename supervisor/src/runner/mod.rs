@@ -5,6 +5,7 @@
 //! Everything about one supervisor happens on its own task, so the decisions
 //! need no locks; only the status nodes read by snapshots are shared.
 
+mod restart;
 mod stop;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dynamic::{ChildId, PoolCommand, StartChildError};
 use crate::event::{Emitter, EventKind, ExitReason};
 use crate::handle::GaveUp;
-use crate::spec::{ChildContext, ChildKind, ChildSpec, Restart, Strategy, SupervisorSpec};
+use crate::spec::{ChildContext, ChildKind, ChildSpec, Restart, SupervisorSpec};
 use crate::tree::{ChildState, Node, NodeKind};
 
 /// What a child task returns: a nested supervisor's give-up reason or a
@@ -272,85 +273,6 @@ impl Runner {
         self.stop_siblings(&group, done.key).await;
         self.schedule_restart(&group, done.key);
         Ok(())
-    }
-
-    fn intensity_exceeded(&mut self) -> bool {
-        let now = Instant::now();
-        let period = self.spec.intensity.period;
-        self.restarts.push_back(now);
-        while self.restarts.front().is_some_and(|t| *t + period <= now) {
-            self.restarts.pop_front();
-        }
-        self.restarts.len() > self.spec.intensity.max_restarts as usize
-    }
-
-    /// Keys restarted together with `key`, in start order. Children that had
-    /// already ended for good (stopped, failed, temporary) are not revived.
-    fn restart_group(&self, key: u64) -> Vec<u64> {
-        let dynamic = self.slots.get(&key).is_some_and(|s| s.dynamic);
-        let siblings: Vec<u64> = match self.spec.strategy {
-            _ if dynamic => return vec![key],
-            Strategy::OneForOne => return vec![key],
-            Strategy::OneForAll => self.slots.keys().copied().collect(),
-            Strategy::RestForOne => self.slots.range(key..).map(|(k, _)| *k).collect(),
-        };
-        siblings
-            .into_iter()
-            .filter(|k| {
-                let slot = &self.slots[k];
-                *k == key
-                    || (!slot.dynamic && (slot.running.is_some() || self.pending.contains_key(k)))
-            })
-            .collect()
-    }
-
-    fn schedule_restart(&mut self, group: &[u64], trigger: u64) {
-        let now = Instant::now();
-        let period = self.spec.intensity.period;
-        let attempt = self.slots.get_mut(&trigger).map_or(1, |slot| {
-            slot.recent.push_back(now);
-            while slot.recent.front().is_some_and(|t| *t + period <= now) {
-                slot.recent.pop_front();
-            }
-            u32::try_from(slot.recent.len()).unwrap_or(u32::MAX)
-        });
-        let delay = self
-            .spec
-            .backoff
-            .map_or(std::time::Duration::ZERO, |b| b.delay(attempt));
-        for key in group {
-            let Some(slot) = self.slots.get(key) else {
-                continue;
-            };
-            if slot.spec.restart == Restart::Temporary {
-                slot.node.set_state(ChildState::Stopped);
-                continue;
-            }
-            slot.node.count_restart();
-            slot.node.set_state(ChildState::Restarting);
-            let name = slot.spec.name.clone();
-            self.emitter
-                .emit(&name, EventKind::Restarting { attempt, delay });
-            self.pending.insert(*key, now + delay);
-        }
-        if delay.is_zero() {
-            self.start_due();
-        }
-    }
-
-    /// Start every restart whose delay has passed, in start order.
-    fn start_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            self.pending.remove(&key);
-            self.start_child(key);
-        }
     }
 
     async fn on_command(&mut self, cmd: PoolCommand) {
