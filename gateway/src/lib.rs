@@ -1,1 +1,28 @@
-//! placeholder
+//! The gateway: the only crate that speaks HTTP and WebSocket.
+//!
+//! It admits upgrades, runs one task per connection, turns frames into Bus
+//! calls through the sans-IO [`session`], and writes fan-out from a bounded
+//! per-connection [`outbox`]. It never touches the store directly.
+//!
+//! - [`config`]: the gateway's settings (listen address, limits, timeouts).
+//! - [`outbox`]: bounded outbound queue; overflow marks a slow consumer.
+//! - [`session`]: per-connection state + frame → Bus calls → reply (no socket).
+//! - [`conn`]: the connection task: socket I/O, login timeout, drain, close codes.
+//! - [`http`]: the router: `/ws` admission, `/healthz`, `/readyz`, `/metrics`, `/admin/*`.
+//! - [`drain`]: the drain sequence shared by every connection.
+//! - [`telemetry`]: metric names, cached handles, the Prometheus recorder.
+//! - [`listener`]: a TCP listener with a large accept backlog.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod drain;
+pub mod http;
+pub mod listener;
+pub mod outbox;
+pub mod session;
+pub mod telemetry;
+
+pub use config::GatewayConfig;
+pub use http::{Gateway, router};

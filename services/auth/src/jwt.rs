@@ -60,12 +60,13 @@ impl Jwt {
     /// [`TokenError`] for a bad signature, an expired token, a malformed one
     /// or a subject that breaks the name rules.
     pub fn verify(&self, token: &str) -> Result<(Name, u64), TokenError> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                kind => TokenError::Invalid(format!("{kind:?}")),
-            }
-        })?;
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                    kind => TokenError::Invalid(format!("{kind:?}")),
+                }
+            })?;
         let user = Name::parse(&data.claims.sub).map_err(|_| TokenError::BadSubject)?;
         Ok((user, data.claims.exp))
     }
@@ -100,7 +101,10 @@ mod tests {
     #[test]
     fn token_signed_with_another_secret_is_refused() {
         let t = Jwt::new(b"other").mint(&Name::parse("a").unwrap(), now() + 60);
-        assert!(matches!(Jwt::new(b"s3cret").verify(&t), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            Jwt::new(b"s3cret").verify(&t),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

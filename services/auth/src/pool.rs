@@ -51,7 +51,11 @@ impl HashPool {
                 .spawn(move || work(&rx))
                 .expect("start auth hash thread");
         }
-        HashPool { tx, panics, workers }
+        HashPool {
+            tx,
+            panics,
+            workers,
+        }
     }
 
     pub fn workers(&self) -> usize {

@@ -47,19 +47,29 @@ pub struct Auth {
 const POOL_FULL_RETRY_MS: u64 = 250;
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn store_failure(e: StoreError) -> Failure {
     match e {
         StoreError::UserExists => Failure::new(ErrorCode::UserExists, "user already exists"),
-        StoreError::Unavailable(why) => Failure::retry(ErrorCode::Unavailable, format!("store unavailable: {why}"), 1000),
+        StoreError::Unavailable(why) => Failure::retry(
+            ErrorCode::Unavailable,
+            format!("store unavailable: {why}"),
+            1000,
+        ),
     }
 }
 
 fn pool_failure(e: PoolError) -> Failure {
     match e {
-        PoolError::Full => Failure::retry(ErrorCode::Overloaded, "password hashing is at capacity", POOL_FULL_RETRY_MS),
+        PoolError::Full => Failure::retry(
+            ErrorCode::Overloaded,
+            "password hashing is at capacity",
+            POOL_FULL_RETRY_MS,
+        ),
         PoolError::Panicked => Failure::internal(),
     }
 }
@@ -111,16 +121,29 @@ impl Auth {
     /// when the store is down.
     pub async fn register(&self, user: Name, password: String) -> Result<Issued, Failure> {
         // Cheap check first so that a taken name costs no hash.
-        if self.store.password_hash(&user).await.map_err(store_failure)?.is_some() {
+        if self
+            .store
+            .password_hash(&user)
+            .await
+            .map_err(store_failure)?
+            .is_some()
+        {
             return Err(store_failure(StoreError::UserExists));
         }
         let hash = self
             .pool
-            .run(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
+            .run(move || {
+                Argon2::default()
+                    .hash_password(password.as_bytes())
+                    .map(|h| h.to_string())
+            })
             .await
             .map_err(pool_failure)?
             .map_err(|_| Failure::internal())?;
-        self.store.create_user(&user, hash).await.map_err(store_failure)?;
+        self.store
+            .create_user(&user, hash)
+            .await
+            .map_err(store_failure)?;
         Ok(self.issue(user))
     }
 
@@ -130,18 +153,29 @@ impl Auth {
     /// `bad_credentials` for an unknown user or a wrong password (the same
     /// answer and the same cost for both), `overloaded`, `unavailable`.
     pub async fn login_password(&self, user: Name, password: String) -> Result<Issued, Failure> {
-        let stored = self.store.password_hash(&user).await.map_err(store_failure)?;
+        let stored = self
+            .store
+            .password_hash(&user)
+            .await
+            .map_err(store_failure)?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| decoy_hash().to_owned());
         let ok = self
             .pool
-            .run(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
+            .run(move || {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
             .await
             .map_err(pool_failure)?;
         if ok && known {
             Ok(self.issue(user))
         } else {
-            Err(Failure::new(ErrorCode::BadCredentials, "unknown user or wrong password"))
+            Err(Failure::new(
+                ErrorCode::BadCredentials,
+                "unknown user or wrong password",
+            ))
         }
     }
 
@@ -214,7 +248,10 @@ mod tests {
     async fn wrong_password_and_unknown_user_are_both_bad_credentials() {
         let a = auth();
         a.register(n("alice"), "pw".into()).await.unwrap();
-        let wrong = a.login_password(n("alice"), "nope".into()).await.unwrap_err();
+        let wrong = a
+            .login_password(n("alice"), "nope".into())
+            .await
+            .unwrap_err();
         let unknown = a.login_password(n("bob"), "pw".into()).await.unwrap_err();
         assert_eq!(wrong.code, ErrorCode::BadCredentials);
         assert_eq!(unknown, wrong);
@@ -234,7 +271,10 @@ mod tests {
         let t = a.jwt().mint(&n("tok"), now_secs() + 60);
         let issued = a.login_token(&t).await.unwrap();
         assert_eq!(issued.user, n("tok"));
-        let e = a.login_password(n("tok"), "anything".into()).await.unwrap_err();
+        let e = a
+            .login_password(n("tok"), "anything".into())
+            .await
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadCredentials);
     }
 

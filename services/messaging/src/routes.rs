@@ -32,7 +32,9 @@ impl UserRoutes {
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         // Entries are replaced whole; a poisoned lock still holds consistent data.
-        self.shards[h % SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[h % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn attach(&self, m: &Member) {
@@ -55,7 +57,9 @@ impl UserRoutes {
     /// Delivers to every connection of `user`; returns how many.
     pub fn deliver(&self, user: &Name, frame: &Bytes) -> u64 {
         let shard = self.shard(user);
-        let Some(conns) = shard.get(user) else { return 0 };
+        let Some(conns) = shard.get(user) else {
+            return 0;
+        };
         for (_, out) in conns {
             out.deliver(frame);
         }

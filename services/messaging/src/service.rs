@@ -72,15 +72,27 @@ impl Messaging {
     }
 
     /// Queues `cmd` without waiting: a full mailbox is `overloaded` at once.
-    async fn call<T>(&self, room: &RoomName, cmd: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> Command) -> Result<T, Failure> {
+    async fn call<T>(
+        &self,
+        room: &RoomName,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> Command,
+    ) -> Result<T, Failure> {
         let (tx, rx) = oneshot::channel();
         match self.senders[self.shard_of(room)].try_send(cmd(tx)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(Failure::retry(ErrorCode::Overloaded, "room worker is busy", SHARD_FULL_RETRY_MS));
+                return Err(Failure::retry(
+                    ErrorCode::Overloaded,
+                    "room worker is busy",
+                    SHARD_FULL_RETRY_MS,
+                ));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(Failure::retry(ErrorCode::Unavailable, "messaging is shutting down", 1000));
+                return Err(Failure::retry(
+                    ErrorCode::Unavailable,
+                    "messaging is shutting down",
+                    1000,
+                ));
             }
         }
         // A dropped reply means the worker died holding this request.
@@ -88,7 +100,12 @@ impl Messaging {
     }
 
     pub async fn join(&self, room: RoomName, member: Member) -> Result<u64, Failure> {
-        self.call(&room.clone(), |reply| Command::Join { room, member, reply }).await
+        self.call(&room.clone(), |reply| Command::Join {
+            room,
+            member,
+            reply,
+        })
+        .await
     }
 
     pub async fn leave(&self, room: RoomName, conn: ConnId) -> Result<(), Failure> {
@@ -104,7 +121,11 @@ impl Messaging {
     /// connection must leave its rooms even when shards are busy.
     pub fn leave_detached(&self, room: RoomName, conn: ConnId) {
         let tx = self.senders[self.shard_of(&room)].clone();
-        let cmd = Command::Leave { room, conn, reply: None };
+        let cmd = Command::Leave {
+            room,
+            conn,
+            reply: None,
+        };
         if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
             tokio::spawn(async move {
                 // Closed means shutdown; then nobody needs the leave.
@@ -114,20 +135,34 @@ impl Messaging {
     }
 
     pub async fn send(&self, msg: NewMessage) -> Result<Appended, Failure> {
-        self.call(&msg.room.clone(), |reply| Command::Send { msg, reply }).await
+        self.call(&msg.room.clone(), |reply| Command::Send { msg, reply })
+            .await
     }
 
     pub async fn who(&self, room: RoomName) -> Result<Vec<Name>, Failure> {
-        self.call(&room.clone(), |reply| Command::Who { room, reply }).await
+        self.call(&room.clone(), |reply| Command::Who { room, reply })
+            .await
     }
 
     /// Reads go straight to the store: they need no ordering with writers
     /// beyond what the store gives, and must not queue behind sends.
-    pub async fn history(&self, room: &RoomName, after: u64, limit: u32) -> Result<Vec<Bytes>, Failure> {
-        self.store.history(room, after, limit).await.map_err(|e| match e {
-            StoreError::Unavailable(why) => Failure::retry(ErrorCode::Unavailable, format!("store unavailable: {why}"), 1000),
-            StoreError::UserExists => Failure::internal(),
-        })
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Bytes>, Failure> {
+        self.store
+            .history(room, after, limit)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(why) => Failure::retry(
+                    ErrorCode::Unavailable,
+                    format!("store unavailable: {why}"),
+                    1000,
+                ),
+                StoreError::UserExists => Failure::internal(),
+            })
     }
 
     /// Fault injection: makes the shard owning `room` panic.

@@ -81,7 +81,11 @@ pub struct Shard {
 
 fn store_failure(e: StoreError) -> Failure {
     match e {
-        StoreError::Unavailable(why) => Failure::retry(ErrorCode::Unavailable, format!("store unavailable: {why}"), 1000),
+        StoreError::Unavailable(why) => Failure::retry(
+            ErrorCode::Unavailable,
+            format!("store unavailable: {why}"),
+            1000,
+        ),
         StoreError::UserExists => Failure::internal(),
     }
 }
@@ -122,7 +126,11 @@ impl Shard {
 
     async fn handle(&self, cmd: Command) {
         match cmd {
-            Command::Join { room, member, reply } => {
+            Command::Join {
+                room,
+                member,
+                reply,
+            } => {
                 let seq = self.store.latest_seq(&room).await.map_err(store_failure);
                 if seq.is_ok() {
                     self.join(&room, member);
@@ -152,7 +160,10 @@ impl Shard {
             }
             Command::Crash { reply } => {
                 let _held = reply;
-                panic!("fault injection: messaging shard {} crashed on request", self.id);
+                panic!(
+                    "fault injection: messaging shard {} crashed on request",
+                    self.id
+                );
             }
         }
     }
@@ -180,8 +191,12 @@ impl Shard {
 
     fn leave(&self, room: &RoomName, conn: ConnId) {
         let mut table = self.table();
-        let Some(r) = table.rooms.get_mut(room) else { return };
-        let Some(m) = r.members.remove(&conn) else { return };
+        let Some(r) = table.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(m) = r.members.remove(&conn) else {
+            return;
+        };
         let last = match r.users.get_mut(&m.user) {
             Some(c) if *c > 1 => {
                 *c -= 1;
@@ -216,7 +231,11 @@ impl Shard {
                 }
                 n
             }
-            None => self.table().rooms.get(&room).map_or(0, |r| r.broadcast(&appended.frame)),
+            None => self
+                .table()
+                .rooms
+                .get(&room)
+                .map_or(0, |r| r.broadcast(&appended.frame)),
         };
         hot().messages_out.increment(delivered);
         Ok(appended)

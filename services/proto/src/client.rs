@@ -209,9 +209,13 @@ impl Envelope {
                 let target = match (self.room, self.to) {
                     (Some(r), None) => Target::Room(room(Some(r))?),
                     (None, Some(to)) => Target::User(name(Some(to), "to")?),
-                    (None, None) => return Err(Failure::bad_request("`send` needs `room` or `to`")),
+                    (None, None) => {
+                        return Err(Failure::bad_request("`send` needs `room` or `to`"));
+                    }
                     (Some(_), Some(_)) => {
-                        return Err(Failure::bad_request("`send` takes `room` or `to`, not both"));
+                        return Err(Failure::bad_request(
+                            "`send` takes `room` or `to`, not both",
+                        ));
                     }
                 };
                 if let Some(Ref::Str(s)) = &self.cid {
@@ -238,7 +242,9 @@ impl Envelope {
             "ping" => Request::Ping,
             other => {
                 let shown: String = other.chars().take(32).collect();
-                return Err(Failure::bad_request(format!("unknown frame type `{shown}`")));
+                return Err(Failure::bad_request(format!(
+                    "unknown frame type `{shown}`"
+                )));
             }
         })
     }
@@ -262,7 +268,10 @@ mod tests {
 
     #[test]
     fn parses_every_frame_type() {
-        assert!(matches!(ok(r#"{"type":"register","user":"a","password":"p"}"#), Request::Register { .. }));
+        assert!(matches!(
+            ok(r#"{"type":"register","user":"a","password":"p"}"#),
+            Request::Register { .. }
+        ));
         assert!(matches!(
             ok(r#"{"type":"login","token":"t"}"#),
             Request::Login(Credentials::Token(_))
@@ -271,11 +280,20 @@ mod tests {
             ok(r#"{"type":"login","user":"a","password":"p"}"#),
             Request::Login(Credentials::Password { .. })
         ));
-        assert!(matches!(ok(r#"{"type":"join","room":"r"}"#), Request::Join { .. }));
-        assert!(matches!(ok(r#"{"type":"leave","room":"r"}"#), Request::Leave { .. }));
+        assert!(matches!(
+            ok(r#"{"type":"join","room":"r"}"#),
+            Request::Join { .. }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"leave","room":"r"}"#),
+            Request::Leave { .. }
+        ));
         assert!(matches!(
             ok(r#"{"type":"send","to":"bob","body":"hi"}"#),
-            Request::Send { target: Target::User(_), .. }
+            Request::Send {
+                target: Target::User(_),
+                ..
+            }
         ));
         assert_eq!(
             ok(r#"{"type":"history","room":"r"}"#),
@@ -285,14 +303,23 @@ mod tests {
                 limit: 100
             }
         );
-        assert!(matches!(ok(r#"{"type":"who","room":"r"}"#), Request::Who { .. }));
+        assert!(matches!(
+            ok(r#"{"type":"who","room":"r"}"#),
+            Request::Who { .. }
+        ));
         assert_eq!(ok(r#"{"type":"ping","extra":[1,2]}"#), Request::Ping);
     }
 
     #[test]
     fn keeps_ref_of_numbers_and_strings() {
-        assert_eq!(parse(r#"{"type":"ping","ref":7}"#).r#ref, Some(Ref::Num(7.into())));
-        assert_eq!(parse(r#"{"type":"ping","ref":"x"}"#).r#ref, Some(Ref::Str("x".into())));
+        assert_eq!(
+            parse(r#"{"type":"ping","ref":7}"#).r#ref,
+            Some(Ref::Num(7.into()))
+        );
+        assert_eq!(
+            parse(r#"{"type":"ping","ref":"x"}"#).r#ref,
+            Some(Ref::Str("x".into()))
+        );
     }
 
     #[test]
@@ -306,7 +333,11 @@ mod tests {
     fn rejects_non_json_missing_type_and_unknown_type() {
         assert_eq!(bad("not json").1, "frame is not valid JSON");
         assert!(bad(r#"{"ref":1}"#).1.contains("`type`"));
-        assert!(bad(r#"{"type":"dance","ref":1}"#).1.contains("unknown frame type"));
+        assert!(
+            bad(r#"{"type":"dance","ref":1}"#)
+                .1
+                .contains("unknown frame type")
+        );
         assert!(bad(r#"[1,2]"#).1.contains("malformed"));
     }
 
@@ -314,7 +345,11 @@ mod tests {
     fn history_limit_is_capped_at_1000() {
         assert!(matches!(
             ok(r#"{"type":"history","room":"r","after":5,"limit":5000}"#),
-            Request::History { after: 5, limit: 1000, .. }
+            Request::History {
+                after: 5,
+                limit: 1000,
+                ..
+            }
         ));
     }
 

@@ -105,7 +105,10 @@ impl Failure {
     }
 
     pub fn internal() -> Self {
-        Failure::new(ErrorCode::Internal, "internal error; the request was not completed")
+        Failure::new(
+            ErrorCode::Internal,
+            "internal error; the request was not completed",
+        )
     }
 }
 

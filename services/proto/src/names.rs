@@ -38,8 +38,7 @@ impl fmt::Display for Name {
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -163,7 +162,13 @@ mod tests {
     #[test]
     fn shard_hash_is_stable() {
         let room = RoomName::parse("lobby").unwrap();
-        assert_eq!(room.shard_hash(), RoomName::parse("lobby").unwrap().shard_hash());
-        assert_ne!(room.shard_hash(), RoomName::parse("lobby2").unwrap().shard_hash());
+        assert_eq!(
+            room.shard_hash(),
+            RoomName::parse("lobby").unwrap().shard_hash()
+        );
+        assert_ne!(
+            room.shard_hash(),
+            RoomName::parse("lobby2").unwrap().shard_hash()
+        );
     }
 }

@@ -131,7 +131,11 @@ pub fn message(m: &Message<'_>) -> Bytes {
 }
 
 /// A `history` reply built from stored `message` frames without re-encoding them.
-pub fn history<'a>(r#ref: Option<&Ref>, room: &str, messages: impl IntoIterator<Item = &'a Bytes>) -> Bytes {
+pub fn history<'a>(
+    r#ref: Option<&Ref>,
+    room: &str,
+    messages: impl IntoIterator<Item = &'a Bytes>,
+) -> Bytes {
     let head = encode(&Reply {
         ty: "history",
         r#ref,
@@ -181,7 +185,10 @@ mod tests {
     #[test]
     fn error_has_retry_after_only_when_given() {
         let e = error(None, &Failure::bad_request("x"));
-        assert_eq!(val(&e), json!({"type":"error","code":"bad_request","message":"x"}));
+        assert_eq!(
+            val(&e),
+            json!({"type":"error","code":"bad_request","message":"x"})
+        );
         let e = error(
             Some(&Ref::Str("a".into())),
             &Failure::retry(ErrorCode::Overloaded, "busy", 250),
@@ -223,7 +230,10 @@ mod tests {
         assert_eq!(v["messages"][1]["seq"], 2);
         assert!(v["messages"][1].get("cid").is_none());
         let empty = history(None, "r", []);
-        assert_eq!(val(&empty), json!({"type":"history","room":"r","messages":[]}));
+        assert_eq!(
+            val(&empty),
+            json!({"type":"history","room":"r","messages":[]})
+        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ pub struct LoggedIn {
 /// to send to the client.
 pub trait Bus: Send + Sync + 'static {
     fn register(&self, user: Name, password: String) -> BoxFuture<'_, Result<LoggedIn, Failure>>;
-    fn login_password(&self, user: Name, password: String) -> BoxFuture<'_, Result<LoggedIn, Failure>>;
+    fn login_password(
+        &self,
+        user: Name,
+        password: String,
+    ) -> BoxFuture<'_, Result<LoggedIn, Failure>>;
     fn login_token(&self, token: String) -> BoxFuture<'_, Result<LoggedIn, Failure>>;
     /// Checks a token without a round trip (the upgrade path must be cheap).
     ///
@@ -55,8 +59,9 @@ pub trait Bus: Send + Sync + 'static {
     /// `unauthorized`.
     fn verify_token(&self, token: &str) -> Result<Name, Failure>;
 
-    /// Makes `member`'s connection reachable for direct messages to its user.
-    fn attach(&self, member: Member);
+    /// Makes `member`'s connection reachable for direct messages to its
+    /// user, and records the user as known.
+    fn attach(&self, member: Member) -> BoxFuture<'_, Result<(), Failure>>;
     /// Undoes [`Bus::attach`] and leaves `rooms`; never rejected.
     fn detach(&self, conn: ConnId, user: &Name, rooms: Vec<RoomName>);
 
@@ -72,6 +77,11 @@ pub trait Bus: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Sent, Failure>>;
     /// Whether a user exists (registered or ever logged in), for direct messages.
     fn user_known<'a>(&'a self, user: &'a Name) -> BoxFuture<'a, Result<bool, Failure>>;
-    fn history(&self, room: RoomName, after: u64, limit: u32) -> BoxFuture<'_, Result<Vec<Bytes>, Failure>>;
+    fn history(
+        &self,
+        room: RoomName,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Bytes>, Failure>>;
     fn who(&self, room: RoomName) -> BoxFuture<'_, Result<Vec<Name>, Failure>>;
 }

@@ -41,7 +41,10 @@ pub async fn seq_starts_at_one_and_is_gap_free(store: &dyn Store) {
     let room = RoomName::parse(&fresh("r")).expect("room");
     assert_eq!(store.latest_seq(&room).await, Ok(0));
     for want in 1..=5 {
-        let a = store.append(msg(&room, "u", "b", None)).await.expect("append");
+        let a = store
+            .append(msg(&room, "u", "b", None))
+            .await
+            .expect("append");
         assert_eq!(a.seq, want);
         assert!(!a.duplicate);
     }
@@ -50,18 +53,36 @@ pub async fn seq_starts_at_one_and_is_gap_free(store: &dyn Store) {
 
 pub async fn repeated_cid_returns_the_original(store: &dyn Store) {
     let room = RoomName::parse(&fresh("r")).expect("room");
-    let first = store.append(msg(&room, "u", "b", Some("c1"))).await.expect("append");
-    store.append(msg(&room, "u", "other", None)).await.expect("append");
-    let again = store.append(msg(&room, "u", "b", Some("c1"))).await.expect("append");
+    let first = store
+        .append(msg(&room, "u", "b", Some("c1")))
+        .await
+        .expect("append");
+    store
+        .append(msg(&room, "u", "other", None))
+        .await
+        .expect("append");
+    let again = store
+        .append(msg(&room, "u", "b", Some("c1")))
+        .await
+        .expect("append");
     assert!(again.duplicate);
-    assert_eq!((again.seq, &again.id, &again.frame), (first.seq, &first.id, &first.frame));
+    assert_eq!(
+        (again.seq, &again.id, &again.frame),
+        (first.seq, &first.id, &first.frame)
+    );
     assert_eq!(store.latest_seq(&room).await, Ok(2));
 }
 
 pub async fn cid_is_scoped_to_its_user(store: &dyn Store) {
     let room = RoomName::parse(&fresh("r")).expect("room");
-    let a = store.append(msg(&room, "alice", "b", Some("same"))).await.expect("append");
-    let b = store.append(msg(&room, "bob", "b", Some("same"))).await.expect("append");
+    let a = store
+        .append(msg(&room, "alice", "b", Some("same")))
+        .await
+        .expect("append");
+    let b = store
+        .append(msg(&room, "bob", "b", Some("same")))
+        .await
+        .expect("append");
     assert!(!b.duplicate);
     assert_eq!((a.seq, b.seq), (1, 2));
 }
@@ -69,25 +90,44 @@ pub async fn cid_is_scoped_to_its_user(store: &dyn Store) {
 pub async fn history_pages_by_after_and_limit(store: &dyn Store) {
     let room = RoomName::parse(&fresh("r")).expect("room");
     for i in 0..10 {
-        store.append(msg(&room, "u", &format!("m{i}"), None)).await.expect("append");
+        store
+            .append(msg(&room, "u", &format!("m{i}"), None))
+            .await
+            .expect("append");
     }
     let page = store.history(&room, 3, 4).await.expect("history");
     let seqs: Vec<u64> = page
         .iter()
-        .map(|f| serde_json::from_slice::<serde_json::Value>(f).expect("json")["seq"].as_u64().expect("seq"))
+        .map(|f| {
+            serde_json::from_slice::<serde_json::Value>(f).expect("json")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
         .collect();
     assert_eq!(seqs, [4, 5, 6, 7]);
     assert_eq!(store.history(&room, 10, 5).await.expect("history").len(), 0);
-    assert_eq!(store.history(&room, 0, 100).await.expect("history").len(), 10);
+    assert_eq!(
+        store.history(&room, 0, 100).await.expect("history").len(),
+        10
+    );
     let empty = RoomName::parse(&fresh("r")).expect("room");
-    assert!(store.history(&empty, 0, 10).await.expect("history").is_empty());
+    assert!(
+        store
+            .history(&empty, 0, 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
 }
 
 pub async fn users_register_once(store: &dyn Store) {
     let user = Name::parse(&fresh("u")).expect("name");
     assert_eq!(store.user_known(&user).await, Ok(false));
     store.create_user(&user, "h1".into()).await.expect("create");
-    assert_eq!(store.create_user(&user, "h2".into()).await, Err(StoreError::UserExists));
+    assert_eq!(
+        store.create_user(&user, "h2".into()).await,
+        Err(StoreError::UserExists)
+    );
     assert_eq!(store.password_hash(&user).await, Ok(Some("h1".into())));
     let token_only = Name::parse(&fresh("t")).expect("name");
     store.touch_user(&token_only).await.expect("touch");

@@ -63,11 +63,18 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::UserExists`] when the name is taken.
-    fn create_user<'a>(&'a self, user: &'a Name, hash: String) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn create_user<'a>(
+        &'a self,
+        user: &'a Name,
+        hash: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The password hash of a registered user, `None` if there is none
     /// (never registered, or known only from token logins).
-    fn password_hash<'a>(&'a self, user: &'a Name) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn password_hash<'a>(
+        &'a self,
+        user: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// Records that a user exists (a token login), without a password.
     fn touch_user<'a>(&'a self, user: &'a Name) -> BoxFuture<'a, Result<(), StoreError>>;

@@ -68,7 +68,10 @@ impl MemoryStore {
     fn append_now(&self, msg: NewMessage) -> Appended {
         let mut shard = self.shard(&msg.room);
         let log = shard.entry(msg.room.clone()).or_default();
-        let key = msg.cid.as_ref().map(|c| format!("{}\u{0}{}", msg.from, c.dedupe_key()));
+        let key = msg
+            .cid
+            .as_ref()
+            .map(|c| format!("{}\u{0}{}", msg.from, c.dedupe_key()));
         if let Some(seq) = key.as_ref().and_then(|k| log.cids.get(k)) {
             let i = usize::try_from(*seq - 1).unwrap_or(usize::MAX);
             return Appended {
@@ -110,7 +113,11 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn create_user<'a>(&'a self, user: &'a Name, hash: String) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn create_user<'a>(
+        &'a self,
+        user: &'a Name,
+        hash: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut users = lock(&self.users);
             if users.hashes.contains_key(user) {
@@ -122,7 +129,10 @@ impl Store for MemoryStore {
         })
     }
 
-    fn password_hash<'a>(&'a self, user: &'a Name) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    fn password_hash<'a>(
+        &'a self,
+        user: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         Box::pin(async move { Ok(lock(&self.users).hashes.get(user).cloned()) })
     }
 
@@ -146,7 +156,12 @@ impl Store for MemoryStore {
     }
 
     fn latest_seq<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move { Ok(self.shard(room).get(room).map_or(0, |l| l.frames.len() as u64)) })
+        Box::pin(async move {
+            Ok(self
+                .shard(room)
+                .get(room)
+                .map_or(0, |l| l.frames.len() as u64))
+        })
     }
 
     fn history<'a>(
@@ -160,7 +175,9 @@ impl Store for MemoryStore {
             let Some(log) = shard.get(room) else {
                 return Ok(Vec::new());
             };
-            let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.frames.len());
+            let start = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(log.frames.len());
             let end = start.saturating_add(limit as usize).min(log.frames.len());
             Ok(log.frames[start..end].to_vec())
         })

@@ -1,0 +1,52 @@
+//! Gateway settings, filled from the node's config.
+
+use std::{net::SocketAddr, time::Duration};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Largest inbound WebSocket message; bigger gets close 1009.
+    pub max_frame_bytes: usize,
+    /// Largest `body` of a chat message; bigger gets `too_large`.
+    pub max_body_bytes: usize,
+    /// Time to log in after the upgrade; then close 1008.
+    pub login_timeout: Duration,
+    /// Frames a connection may have waiting; past that it is a slow consumer (1013).
+    pub outbox_frames: usize,
+    /// How long a blocked write or close may take before the socket is dropped.
+    pub write_timeout: Duration,
+    /// Open connections above which upgrades get 503.
+    pub max_connections: usize,
+    /// After `goaway`, how long connections get to leave before close 1012.
+    pub drain_grace: Duration,
+    /// Retry hint given in `goaway` and `Retry-After` while draining.
+    pub drain_retry_after: Duration,
+    /// Socket read buffer of each connection (tungstenite's default is 128 KiB).
+    pub read_buffer_bytes: usize,
+    /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
+    pub backlog: u32,
+    /// Bearer token for `/admin/*`; `None` hides them (404).
+    pub admin_token: Option<String>,
+    /// Lets `/admin/fault` make workers panic (drills); off by default.
+    pub fault_injection: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_frame_bytes: 65_536,
+            max_body_bytes: 4096,
+            login_timeout: Duration::from_secs(10),
+            outbox_frames: 1024,
+            write_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            drain_grace: Duration::from_secs(10),
+            drain_retry_after: Duration::from_secs(1),
+            read_buffer_bytes: 1024,
+            backlog: 8192,
+            admin_token: None,
+            fault_injection: false,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The connection task: one per WebSocket, owning its socket, session and
+//! outbox, ending with a close code from PROTOCOL.md.
+//!
+//! One task does both reading and writing: a second task per connection
+//! would double the idle memory that is the gateway's main cost.
+
+use std::{collections::VecDeque, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use dialtone_proto::{
+    CloseCode, Name,
+    client::{self},
+    codes::Failure,
+    server,
+};
+use dialtone_store::bus::Deliver;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::time::{Sleep, sleep, timeout};
+
+use crate::{
+    drain::{ConnGuard, Phase},
+    http::Gateway,
+    outbox::Outbox,
+    session::{Session, error_reply},
+    telemetry::{self, hot},
+};
+
+/// How a connection ends.
+enum End {
+    /// Send this close code, then drop.
+    Close(u16, &'static str),
+    /// The peer closed or the socket failed: nothing more to send.
+    Gone,
+}
+
+fn text(frame: Bytes) -> Message {
+    // Every frame we build is JSON from serde_json, hence UTF-8.
+    Message::Text(Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+}
+
+/// tungstenite reports an oversized message as a capacity error and never
+/// sends 1009 itself (CRATES.md); axum hides the typed error, so match its text.
+fn is_too_big(e: &axum::Error) -> bool {
+    let s = e.to_string();
+    s.contains("Message too long")
+        || s.contains("Message length too long")
+        || s.contains("Space limit exceeded")
+}
+
+/// Runs one upgraded connection to its end. `user` is set when a valid
+/// token came with the upgrade.
+pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guard: ConnGuard) {
+    let outbox = Arc::new(Outbox::new(gw.cfg.outbox_frames));
+    let deliver: Arc<dyn Deliver> = outbox.clone();
+    let mut session = Session::new(gw.next_conn_id(), None, gw.cfg.max_body_bytes);
+    if let Some(user) = user {
+        if let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await {
+            let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
+            finish(
+                &mut ws,
+                CloseCode::INTERNAL,
+                "login failed",
+                gw.cfg.write_timeout,
+            )
+            .await;
+            return;
+        }
+    }
+    let end = run(&mut ws, &mut session, &gw, &outbox, &deliver).await;
+    if let Some(user) = session.user() {
+        gw.bus
+            .detach(session.conn(), user, session.rooms().to_vec());
+    }
+    if let End::Close(code, reason) = end {
+        finish(&mut ws, code, reason, gw.cfg.write_timeout).await;
+    }
+    drop(guard);
+}
+
+async fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> Result<(), ()> {
+    match timeout(limit, ws.send(text(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Sends the close frame and waits (bounded) for the peer's echo.
+async fn finish(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
+    telemetry::close(code);
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = timeout(limit, async {
+        if ws.send(Message::Close(Some(frame))).await.is_ok() {
+            // Read until the peer answers the close or goes away.
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+async fn run(
+    ws: &mut WebSocket,
+    session: &mut Session,
+    gw: &Gateway,
+    outbox: &Outbox,
+    deliver: &Arc<dyn Deliver>,
+) -> End {
+    let mut phase = gw.drain.subscribe();
+    // Boxed: only connections that have not logged in pay for a timer.
+    let mut login_deadline: Option<Pin<Box<Sleep>>> = session
+        .user()
+        .is_none()
+        .then(|| Box::pin(sleep(gw.cfg.login_timeout)));
+    let mut batch = VecDeque::new();
+    if *phase.borrow_and_update() != Phase::Running {
+        return End::Close(CloseCode::RESTART, "node draining");
+    }
+    loop {
+        if outbox.overflowed() {
+            return End::Close(
+                CloseCode::TRY_AGAIN_LATER,
+                "slow consumer: catch up with history",
+            );
+        }
+        if !outbox.is_empty() {
+            if let Err(end) = flush(ws, outbox, &mut batch, gw.cfg.write_timeout).await {
+                return end;
+            }
+            continue;
+        }
+        if session.user().is_some() {
+            login_deadline = None;
+        }
+        tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                let now = *phase.borrow_and_update();
+                if changed.is_err() || now == Phase::Close {
+                    return End::Close(CloseCode::RESTART, "node restarting");
+                }
+                if now == Phase::GoAway {
+                    let retry = u64::try_from(gw.cfg.drain_retry_after.as_millis()).unwrap_or(u64::MAX);
+                    hot().frame_out("goaway");
+                    if send(ws, server::goaway("node draining", retry), gw.cfg.write_timeout).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+            () = outbox.wait() => {}
+            () = async { login_deadline.as_mut().expect("guarded").await }, if login_deadline.is_some() => {
+                return End::Close(CloseCode::POLICY, "login timeout");
+            }
+            msg = ws.next() => {
+                let reply = match msg {
+                    None => return End::Gone,
+                    Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
+                    Some(Err(_)) => return End::Gone,
+                    Some(Ok(Message::Text(t))) => on_text(session, t.as_str(), gw, deliver).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        error_reply(None, &Failure::bad_request("frames are JSON text messages, not binary"))
+                    }
+                    Some(Ok(Message::Close(_))) => return End::Gone,
+                    // tungstenite answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                };
+                if send(ws, reply, gw.cfg.write_timeout).await.is_err() {
+                    return End::Gone;
+                }
+            }
+        }
+    }
+}
+
+/// Handles a text frame; a panic in the session logic answers `internal`
+/// for this request only, and the connection carries on.
+async fn on_text(
+    session: &mut Session,
+    text: &str,
+    gw: &Gateway,
+    deliver: &Arc<dyn Deliver>,
+) -> Bytes {
+    let frame = client::parse(text);
+    let r#ref = frame.r#ref.clone();
+    let fault = gw.faults.take_session_panic(session.user());
+    let handled = AssertUnwindSafe(async {
+        if fault {
+            panic!("fault injection: session panicked on request");
+        }
+        session.handle(frame, gw.bus.as_ref(), deliver).await
+    })
+    .catch_unwind()
+    .await;
+    handled.unwrap_or_else(|_| {
+        tracing::error!(
+            conn = session.conn(),
+            "session logic panicked; answered internal"
+        );
+        error_reply(r#ref.as_ref(), &Failure::internal())
+    })
+}
+
+/// Writes everything queued in one batch. While the socket is blocked, an
+/// overflow or a stall longer than `limit` ends the connection as a slow consumer.
+async fn flush(
+    ws: &mut WebSocket,
+    outbox: &Outbox,
+    batch: &mut VecDeque<Bytes>,
+    limit: Duration,
+) -> Result<(), End> {
+    outbox.take(batch);
+    let write = async {
+        while let Some(frame) = batch.pop_front() {
+            ws.feed(text(frame)).await?;
+        }
+        ws.flush().await
+    };
+    let overflow = async {
+        loop {
+            outbox.wait().await;
+            if outbox.overflowed() {
+                return;
+            }
+        }
+    };
+    let slow = End::Close(
+        CloseCode::TRY_AGAIN_LATER,
+        "slow consumer: catch up with history",
+    );
+    tokio::select! {
+        r = write => r.map_err(|_| End::Gone),
+        () = overflow => Err(slow),
+        () = sleep(limit) => Err(slow),
+    }
+}

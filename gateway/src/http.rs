@@ -1,0 +1,313 @@
+//! The HTTP side: upgrade admission at `/ws`, health, readiness, metrics and
+//! the operators' `/admin/*` endpoints, all on one listener.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, WebSocketUpgrade},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use dialtone_proto::Name;
+use dialtone_store::{BoxFuture, bus::Bus};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    config::GatewayConfig,
+    conn,
+    drain::{Drain, Phase},
+    telemetry,
+};
+
+/// What the node exposes to operators; the gateway only routes to it.
+pub trait Admin: Send + Sync + 'static {
+    /// `GET /admin/regulator`.
+    fn regulator(&self) -> Value;
+    /// `PUT /admin/regulator/queues/<name>`.
+    ///
+    /// # Errors
+    /// The reason the new settings were refused (the old ones stay).
+    fn retune(&self, queue: &str, body: Value) -> Result<Value, String>;
+    /// `GET /admin/tree`.
+    fn tree(&self) -> Value;
+    /// Admission for an upgrade (the `connect` queue): `Err(retry_after_secs)` refuses it.
+    fn admit_connect(&self) -> BoxFuture<'_, Result<Option<Box<dyn Send + Sync>>, u64>>;
+    /// Fault injection: panic the messaging shard owning `room`.
+    fn crash_shard(&self, room: String) -> BoxFuture<'_, Result<Value, String>>;
+    /// Whether required backends are reachable (readiness).
+    fn backends_ready(&self) -> bool {
+        true
+    }
+}
+
+/// Fault injection switches (`admin.fault_injection`, off by default).
+#[derive(Default)]
+pub struct Faults {
+    enabled: bool,
+    session_panics: Mutex<HashSet<String>>,
+}
+
+impl Faults {
+    /// True once for each armed user: their next frame panics.
+    pub fn take_session_panic(&self, user: Option<&Name>) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let Some(user) = user else { return false };
+        let mut armed = self
+            .session_panics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        armed.remove(user.as_str())
+    }
+}
+
+/// Shared state of the gateway role.
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub bus: Arc<dyn Bus>,
+    pub drain: Arc<Drain>,
+    pub faults: Faults,
+    admin: Arc<dyn Admin>,
+    metrics: PrometheusHandle,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig, bus: Arc<dyn Bus>, admin: Arc<dyn Admin>) -> Arc<Self> {
+        let faults = Faults {
+            enabled: cfg.fault_injection,
+            ..Faults::default()
+        };
+        Arc::new(Gateway {
+            cfg,
+            bus,
+            drain: Arc::new(Drain::default()),
+            faults,
+            admin,
+            metrics: telemetry::prometheus(),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
+    }
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/regulator", get(admin_regulator))
+        .route("/admin/regulator/queues/{name}", put(admin_retune))
+        .route("/admin/tree", get(admin_tree))
+        .route("/admin/fault", post(admin_fault))
+        .with_state(gw)
+}
+
+fn unavailable(retry_after_secs: u64, why: &'static str) -> Response {
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs.max(1)),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+async fn ws(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let refuse = |why| {
+        metrics::counter!(telemetry::UPGRADES_REFUSED, "reason" => why).increment(1);
+    };
+    if gw.drain.phase() != Phase::Running {
+        refuse("draining");
+        return unavailable(gw.cfg.drain_retry_after.as_secs(), "node draining");
+    }
+    if gw.drain.open_connections() >= gw.cfg.max_connections {
+        refuse("max_connections");
+        return unavailable(1, "connection limit reached");
+    }
+    let token = bearer(&headers).map(str::to_owned).or(query.token);
+    let user = match token.as_deref().map(|t| gw.bus.verify_token(t)) {
+        None => None,
+        Some(Ok(user)) => Some(user),
+        Some(Err(f)) => {
+            refuse("unauthorized");
+            return (StatusCode::UNAUTHORIZED, f.message).into_response();
+        }
+    };
+    let permit = match gw.admin.admit_connect().await {
+        Ok(p) => p,
+        Err(retry) => {
+            refuse("overloaded");
+            return unavailable(retry, "connect queue full");
+        }
+    };
+    let guard = gw.drain.opened();
+    let max = gw.cfg.max_frame_bytes;
+    upgrade
+        .read_buffer_size(gw.cfg.read_buffer_bytes)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(max.saturating_mul(4).max(256 * 1024))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            // The connect permit covers the upgrade itself, not the session.
+            drop(permit);
+            conn::serve(socket, gw, user, guard).await;
+        })
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.drain.phase() != Phase::Running {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if !gw.admin.backends_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "backend unreachable").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `Err` is the response to send: 404 when admin is off, 401 without the token.
+fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = gw.cfg.admin_token.as_deref() else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    match bearer(headers) {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "admin token required"})),
+        )
+            .into_response()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn admin_regulator(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    match authorize(&gw, &headers) {
+        Ok(()) => Json(gw.admin.regulator()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn admin_retune(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&gw, &headers) {
+        return r;
+    }
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    match parsed
+        .map_err(|e| format!("body is not JSON: {e}"))
+        .and_then(|v| gw.admin.retune(&name, v))
+    {
+        Ok(state) => Json(state).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
+    }
+}
+
+async fn admin_tree(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    match authorize(&gw, &headers) {
+        Ok(()) => Json(gw.admin.tree()).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+enum Fault {
+    /// Panic the messaging shard that owns `room`.
+    MessagingShard { room: String },
+    /// Panic the session logic on `user`'s next frame.
+    Session { user: String },
+}
+
+async fn admin_fault(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&gw, &headers) {
+        return r;
+    }
+    if !gw.faults.enabled {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "fault injection is off (admin.fault_injection)"})),
+        )
+            .into_response();
+    }
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    match fault {
+        Fault::MessagingShard { room } => match gw.admin.crash_shard(room).await {
+            Ok(v) => Json(v).into_response(),
+            Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
+        },
+        Fault::Session { user } => {
+            gw.faults
+                .session_panics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(user.clone());
+            Json(json!({"armed": "session", "user": user})).into_response()
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The node's configuration: defaults < TOML file < environment
+//! (`DIALTONE_` + key path upper-cased, `__` between levels). Unknown keys
+//! are errors, so a typo never silently falls back to a default.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    pub auth: AuthSection,
+    pub limits: LimitsSection,
+    pub store: StoreSection,
+    pub admin: AdminSection,
+    pub messaging: MessagingSection,
+    /// `[regulator.queues.<name>]` tables; validated by the regulator crate.
+    pub regulator: serde_json::Value,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    pub listen: SocketAddr,
+    pub outbox_frames: usize,
+    pub write_timeout_ms: u64,
+    pub max_connections: usize,
+    pub drain_grace_ms: u64,
+    pub drain_retry_after_ms: u64,
+    pub read_buffer_bytes: usize,
+    pub backlog: u32,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            outbox_frames: 1024,
+            write_timeout_ms: 10_000,
+            max_connections: 100_000,
+            drain_grace_ms: 10_000,
+            drain_retry_after_ms: 1000,
+            read_buffer_bytes: 1024,
+            backlog: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// HS256 secret; random per start (with a warning) when unset.
+    pub jwt_secret: Option<String>,
+    pub login_timeout_ms: u64,
+    pub token_ttl_secs: u64,
+    /// argon2 threads; 0 means one per core.
+    pub hash_workers: usize,
+    pub hash_queue: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            jwt_secret: None,
+            login_timeout_ms: 10_000,
+            token_ttl_secs: 86_400,
+            hash_workers: 0,
+            hash_queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_frame_bytes: 65_536,
+            max_body_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub backend: Backend,
+    pub redis_url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: Backend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token for `/admin/*`; unset hides them (404).
+    pub token: Option<String>,
+    /// Lets `POST /admin/fault` make workers panic. Never on in production.
+    pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingSection {
+    pub shards: usize,
+    pub mailbox: usize,
+}
+
+impl Default for MessagingSection {
+    fn default() -> Self {
+        MessagingSection {
+            shards: 16,
+            mailbox: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `dialtone=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults < `file` < the process environment.
+    ///
+    /// # Errors
+    /// A one-line reason: unreadable file, bad TOML, unknown key, bad value.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests).
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("DIALTONE_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("DIALTONE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let cfg: Config = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: &str| Err(ConfigError(s.to_owned()));
+        if self.limits.max_frame_bytes < 256 {
+            return bad("limits.max_frame_bytes must be at least 256");
+        }
+        if self.limits.max_body_bytes == 0
+            || self.limits.max_body_bytes >= self.limits.max_frame_bytes
+        {
+            return bad("limits.max_body_bytes must be between 1 and limits.max_frame_bytes");
+        }
+        if self.gateway.outbox_frames == 0 {
+            return bad("gateway.outbox_frames must be at least 1");
+        }
+        if self.messaging.shards == 0 || self.messaging.mailbox == 0 {
+            return bad("messaging.shards and messaging.mailbox must be at least 1");
+        }
+        if self.auth.jwt_secret.as_deref() == Some("") {
+            return bad("auth.jwt_secret must not be empty");
+        }
+        if self.admin.token.as_deref() == Some("") {
+            return bad("admin.token must not be empty (leave it unset to disable admin)");
+        }
+        if self.store.backend == Backend::Redis {
+            return bad("store.backend = \"redis\" is not available in this build; use \"memory\"");
+        }
+        Ok(())
+    }
+
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth.login_timeout_ms)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.max_frame_bytes, 65_536);
+        assert_eq!(c.limits.max_body_bytes, 4096);
+        assert_eq!(c.store.backend, Backend::Memory);
+        assert_eq!(c.store.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(c.auth.login_timeout_ms, 10_000);
+        assert!(c.auth.jwt_secret.is_none());
+        assert!(c.admin.token.is_none());
+    }
+
+    #[test]
+    fn environment_wins_over_file_and_file_over_defaults() {
+        let f = file(
+            "[gateway]\nlisten = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 100\n[auth]\njwt_secret = \"from-file\"\n",
+        );
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("DIALTONE_AUTH__JWT_SECRET", "from-env"),
+                ("DIALTONE_LIMITS__MAX_BODY_BYTES", "200"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("from-env"));
+        assert_eq!(c.limits.max_body_bytes, 200);
+    }
+
+    #[test]
+    fn numeric_looking_secret_from_env_stays_a_string() {
+        let c = Config::load_from(None, env(&[("DIALTONE_AUTH__JWT_SECRET", "12345")])).unwrap();
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_in_one_line() {
+        let typo = file("[gateway]\nlisten_addr = \"x\"\n");
+        let e = Config::load_from(Some(typo.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        assert!(!e.contains('\n'));
+        let bad =
+            Config::load_from(None, env(&[("DIALTONE_GATEWAY__LISTEN", "nowhere")])).unwrap_err();
+        assert!(
+            bad.to_string().contains("listen") || bad.to_string().contains("address"),
+            "{bad}"
+        );
+        let bad =
+            Config::load_from(None, env(&[("DIALTONE_LIMITS__MAX_BODY_BYTES", "0")])).unwrap_err();
+        assert!(bad.to_string().contains("max_body_bytes"), "{bad}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e =
+            Config::load_from(Some(Path::new("/nonexistent/dialtone.toml")), env(&[])).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
+
+    #[test]
+    fn redis_backend_is_refused_with_a_reason() {
+        let e = Config::load_from(None, env(&[("DIALTONE_STORE__BACKEND", "redis")])).unwrap_err();
+        assert!(e.to_string().contains("redis"), "{e}");
+    }
+}
