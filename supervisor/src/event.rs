@@ -1,5 +1,5 @@
 //! Typed lifecycle events, logged and counted in exactly one place
-//! ([`Emitter::emit`]), and optionally broadcast for tests and tooling.
+//! (`Emitter::emit`), and optionally broadcast for tests and tooling.
 
 use std::fmt;
 use std::sync::Arc;

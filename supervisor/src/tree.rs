@@ -140,26 +140,24 @@ impl Node {
         self.lock().clear();
     }
 
-    /// Copy the subtree. Children are cloned out of the lock first so a large
-    /// pool holds its lock only for a bounded copy of `Arc`s.
+    /// Copy the subtree. Listed children are cloned out of the lock first, and
+    /// the rest only summed, so a big pool holds its lock for one pass of
+    /// atomic loads and never for the recursive copy.
     pub(crate) fn snapshot(&self) -> TreeNode {
-        let (listed, omitted): (Vec<Arc<Node>>, Vec<Arc<Node>>) = {
+        let (listed, omitted, omitted_restarts) = {
             let map = self.lock();
-            let listed = map.values().take(self.snapshot_limit).cloned().collect();
-            let omitted = if map.len() > self.snapshot_limit {
-                map.values().skip(self.snapshot_limit).cloned().collect()
-            } else {
-                Vec::new()
-            };
-            (listed, omitted)
+            let listed: Vec<Arc<Node>> = map.values().take(self.snapshot_limit).cloned().collect();
+            let rest = map.values().skip(self.snapshot_limit);
+            let restarts: u64 = rest.clone().map(|c| c.restarts()).sum();
+            (listed, rest.count(), restarts)
         };
         let mut children: Vec<TreeNode> = listed.iter().map(|c| c.snapshot()).collect();
-        if !omitted.is_empty() {
+        if omitted > 0 {
             children.push(TreeNode {
-                name: format!("+{} more", omitted.len()),
+                name: format!("+{omitted} more"),
                 kind: NodeKind::Worker,
                 state: ChildState::Summary,
-                restarts: omitted.iter().map(|c| c.restarts()).sum(),
+                restarts: omitted_restarts,
                 children: Vec::new(),
             });
         }
