@@ -190,3 +190,25 @@ async fn restart_event_carries_attempt_and_delay() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_backoff_cancels_the_pending_restart() {
+    let (tx, mut rx) = events();
+    let (a, ra) = controlled("a", Restart::Permanent);
+    let handle = SupervisorSpec::new("root")
+        .backoff(Duration::from_secs(30), Duration::from_secs(30))
+        .child(a)
+        .start_with_events(tx);
+    take(&mut rx, 1).await;
+
+    send(&ra, Cmd::Fail);
+    assert_eq!(
+        take(&mut rx, 2).await,
+        ["a:exited(error)", "a:restarting(1)"]
+    );
+    let began = Instant::now();
+    handle.shutdown().await;
+    assert_eq!(began.elapsed(), Duration::ZERO);
+    assert_eq!(handle.snapshot().children[0].state, ChildState::Stopped);
+    assert!(rx.try_recv().is_err(), "nothing was started after shutdown");
+}

@@ -224,3 +224,63 @@ async fn one_for_all_does_not_restart_temporary_siblings() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_factory_that_panics_is_treated_like_a_panicking_child() {
+    let (tx, mut rx) = events();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = attempts.clone();
+    let flaky = supervisor::ChildSpec::worker("flaky", Restart::Permanent, move |ctx| {
+        // Only the first build fails, before any future exists.
+        assert!(
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0,
+            "bad config"
+        );
+        Box::pin(async move {
+            ctx.cancelled().await;
+            Ok(())
+        })
+    });
+    let handle = SupervisorSpec::new("root")
+        .child(flaky)
+        .start_with_events(tx);
+    assert_eq!(
+        take(&mut rx, 4).await,
+        [
+            "flaky:started",
+            "flaky:panicked",
+            "flaky:restarting(1)",
+            "flaky:started"
+        ]
+    );
+    handle.shutdown().await;
+    assert_eq!(handle.wait().await, Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_on_the_last_child_restarts_only_it() {
+    let (tx, mut rx) = events();
+    let (spec, [_ra, _rb, rc]) = three(Strategy::RestForOne);
+    let handle = spec.start_with_events(tx);
+    take(&mut rx, 3).await;
+
+    send(&rc, Cmd::Fail);
+    assert_eq!(
+        take(&mut rx, 3).await,
+        ["c:exited(error)", "c:restarting(1)", "c:started"]
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_subscribers_see_events_from_the_moment_they_subscribe() {
+    let (spec, [ra, _rb, _rc]) = three(Strategy::OneForOne);
+    let handle = spec.start();
+    let mut rx = handle.subscribe();
+    send(&ra, Cmd::Exit);
+    assert_eq!(
+        take(&mut rx, 3).await,
+        ["a:exited(normal)", "a:restarting(1)", "a:started"]
+    );
+    handle.shutdown().await;
+}
