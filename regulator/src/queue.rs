@@ -1,0 +1,454 @@
+//! One queue: the regulator stack, its wait queue, and the handle callers hold.
+//!
+//! The uncontended path (`ask` when nobody waits and the limits have room,
+//! then dropping the permit) touches only atomics. Everything else (waiting,
+//! dispatching waiters, retuning, feedback) runs under the queue's own mutex,
+//! never a regulator-wide one. Dispatch is driven by three events: a permit
+//! released, a rate timer firing, and an enqueue; `dispatch.rs` holds it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::codel::Codel;
+use crate::config::QueueConfig;
+use crate::feedback::adaptive::AdaptiveLimit;
+use crate::feedback::modifier::ModifierState;
+use crate::feedback::sampler::LatencySampler;
+use crate::gcra::{Clock, Nanos};
+use crate::limits::{Block, GroupLink, Limits, UNLIMITED};
+use crate::permit::Permit;
+use crate::reject::{Reason, Rejected};
+use crate::request::{Priority, Request};
+use crate::stats::Stats;
+use crate::waitq::{Answer, Key, Order, Waiter, Waiters};
+
+const MS: Nanos = 1_000_000;
+
+/// A cheap, clonable handle on one queue. It stays valid across retunes and
+/// reloads (the queue's state is kept; only its limits change).
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// State behind the queue mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) cfg: QueueConfig,
+    pub(crate) waiters: Waiters,
+    pub(crate) codel: Codel,
+    /// The earliest rate timer armed, if any.
+    pub(crate) timer_at: Option<Nanos>,
+    /// Where rate timers are spawned: the runtime of the first waiter.
+    pub(crate) rt: Option<tokio::runtime::Handle>,
+    /// Since when the queue has been non-empty (adaptive LIFO).
+    pub(crate) nonempty_since: Option<Nanos>,
+    /// Damping in force (product of modifiers: their minimum).
+    pub(crate) factor: f64,
+    pub(crate) mods: Vec<ModifierState>,
+    pub(crate) adaptive: Option<AdaptiveLimit>,
+}
+
+/// Everything one queue owns; shared by its handles, permits and timers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    name: String,
+    pub(crate) clock: Clock,
+    pub(crate) limits: Limits,
+    pub(crate) stats: Stats,
+    /// Mirror of the wait queue length, read without the lock so the fast
+    /// path can tell whether anyone is waiting (no barging past waiters).
+    pub(crate) waiting: AtomicUsize,
+    /// EWMA of the time permits are held, in ns (0: unknown yet).
+    svc: AtomicU64,
+    adaptive_on: AtomicBool,
+    pub(crate) latency: LatencySampler,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(name: &str, cfg: QueueConfig, group: Option<GroupLink>) -> Arc<Self> {
+        let codel = Codel::new(cfg.codel_target_ms * MS, cfg.codel_interval_ms * MS);
+        let shared = Arc::new(Self {
+            name: name.to_owned(),
+            clock: Clock::new(),
+            limits: Limits::new(),
+            stats: Stats::new(name),
+            waiting: AtomicUsize::new(0),
+            svc: AtomicU64::new(0),
+            adaptive_on: AtomicBool::new(false),
+            latency: LatencySampler::new(),
+            state: Mutex::new(State {
+                cfg: QueueConfig::default(),
+                waiters: Waiters::default(),
+                codel,
+                timer_at: None,
+                rt: None,
+                nonempty_since: None,
+                factor: 1.0,
+                mods: Vec::new(),
+                adaptive: None,
+            }),
+        });
+        shared.retune(cfg, group);
+        shared
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update under this lock leaves the state consistent before any
+        // call that could panic, so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Nanoseconds one queued request adds to the wait of those behind it.
+    pub(crate) fn per_slot(&self) -> Nanos {
+        let svc = self.svc.load(Ordering::Relaxed);
+        let limit = self.limits.concurrency.load(Ordering::Relaxed);
+        let by_concurrency = if limit == UNLIMITED {
+            0
+        } else {
+            svc / limit.max(1)
+        };
+        by_concurrency.max(self.limits.rate.interval())
+    }
+
+    pub(crate) fn service_time(&self) -> Nanos {
+        self.svc.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reject(&self, reason: Reason, retry: Nanos, now: Nanos) -> Rejected {
+        self.stats.reject(reason, now);
+        Rejected::new(reason, Duration::from_nanos(retry))
+    }
+
+    /// A permit granted at `now` after waiting `waited`.
+    pub(crate) fn grant(self: &Arc<Self>, weight: u32, now: Nanos, waited: Nanos) -> Permit {
+        self.stats.admit(waited, self.limits.in_flight(), now);
+        Permit::new(Arc::clone(self), weight, now)
+    }
+
+    /// The permit drop path.
+    pub(crate) fn release(self: &Arc<Self>, weight: u32, granted: Nanos) {
+        let now = self.clock.now();
+        let held = now.saturating_sub(granted);
+        let old = self.svc.load(Ordering::Relaxed);
+        // EWMA with weight 1/8; racing updates may lose one sample, harmlessly.
+        let new = if old == 0 {
+            held
+        } else {
+            old - old / 8 + held / 8
+        };
+        self.svc.store(new.max(1), Ordering::Relaxed);
+        let in_flight = self.limits.release(weight);
+        self.stats.in_flight(in_flight);
+        let adaptive = self.adaptive_on.load(Ordering::Relaxed);
+        // SeqCst pairs with the enqueue path: either we see the waiter, or the
+        // waiter's own try_acquire sees the slot we just freed.
+        if adaptive || self.waiting.load(Ordering::SeqCst) > 0 {
+            let mut st = self.lock();
+            if let Some(a) = st.adaptive.as_mut() {
+                a.on_sample(held, in_flight);
+                self.apply_limits(&st);
+            }
+            self.dispatch(&mut st, now, now);
+        }
+    }
+
+    /// Writes the effective limits (config × modifiers, adaptive) to the atomics.
+    pub(crate) fn apply_limits(&self, st: &State) {
+        let l = &self.limits;
+        if !st.cfg.enabled {
+            l.concurrency.store(UNLIMITED, Ordering::Release);
+            l.rate.set(None, 1);
+            return;
+        }
+        let base = match (&st.adaptive, st.cfg.max_concurrency) {
+            (Some(a), max) => Some(a.limit().min(max.unwrap_or(u32::MAX))),
+            (None, max) => max,
+        };
+        let eff = base.map_or(UNLIMITED, |c| {
+            ((f64::from(c) * st.factor).floor() as u64).max(1)
+        });
+        l.concurrency.store(eff, Ordering::Release);
+        l.rate
+            .set(st.cfg.rate_per_sec.map(|r| r * st.factor), st.cfg.burst);
+    }
+
+    /// Applies a new configuration, keeping waiters, in-flight counts, rate
+    /// state (TATs), remembered keys and CoDel state.
+    pub(crate) fn retune(self: &Arc<Self>, cfg: QueueConfig, group: Option<GroupLink>) {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        self.limits.enabled.store(cfg.enabled, Ordering::Release);
+        self.limits
+            .set_key_rate(cfg.key_rate_per_sec, cfg.key_burst, cfg.key_table_size);
+        self.limits.group.store(group.map(Arc::new));
+        st.codel
+            .retune(cfg.codel_target_ms * MS, cfg.codel_interval_ms * MS);
+        if st.cfg.modifiers != cfg.modifiers || st.mods.len() != cfg.modifiers.len() {
+            st.mods = cfg.modifiers.iter().map(|_| ModifierState::new()).collect();
+            st.factor = 1.0;
+        }
+        if st.cfg.adaptive != cfg.adaptive || st.adaptive.is_none() != cfg.adaptive.is_none() {
+            st.adaptive = cfg.adaptive.clone().map(AdaptiveLimit::new);
+        }
+        self.adaptive_on
+            .store(st.adaptive.is_some(), Ordering::Relaxed);
+        st.cfg = cfg;
+        self.apply_limits(&st);
+        self.dispatch(&mut st, now, now);
+    }
+
+    /// Admission past the fast path: enqueue, or answer at once.
+    fn enqueue(
+        self: &Arc<Self>,
+        req: &Request,
+        mut block: Block,
+        now: Nanos,
+    ) -> Result<(oneshot::Receiver<Answer>, Key, Nanos), Answer> {
+        let mut st = self.lock();
+        if st.rt.is_none() {
+            st.rt = tokio::runtime::Handle::try_current().ok();
+        }
+        if st.waiters.is_empty() {
+            match self.limits.try_acquire(req.weight, now) {
+                Ok(()) => return Err(Ok(self.grant(req.weight, now, 0))),
+                Err(b) => block = b,
+            }
+        }
+        let len = st.waiters.len() as u64;
+        let per_slot = self.per_slot();
+        let retry = block.wait.unwrap_or(per_slot.max(self.service_time()));
+        if st.cfg.max_size == 0 {
+            return Err(Err(self.reject(block.reason, retry, now)));
+        }
+        let mut expiry = now + st.cfg.max_wait_ms * MS;
+        let mut by_deadline = false;
+        if let Some(d) = req.deadline {
+            let d = self.clock.nanos(d);
+            let predicted = len * per_slot;
+            if d <= now || now + predicted > d {
+                return Err(Err(self.reject(
+                    Reason::Deadline,
+                    predicted.max(retry),
+                    now,
+                )));
+            }
+            if d < expiry {
+                expiry = d;
+                by_deadline = true;
+            }
+        }
+        let order = st.order(now);
+        let rank = req.priority.rank();
+        if len >= u64::from(st.cfg.max_size) {
+            let Some(victim) = st.waiters.victim(order, rank) else {
+                return Err(Err(self.reject(Reason::QueueFull, len * per_slot, now)));
+            };
+            if let Some(w) = st.waiters.remove(&victim) {
+                let r = self.reject(Reason::ShedPriority, len * per_slot, now);
+                // The victim may be gone already (cancelled): nothing to tell.
+                let _ = w.tx.send(Err(r));
+            }
+        }
+        if order == Order::Lifo && st.cfg.discipline == crate::config::Discipline::AdaptiveLifo {
+            let short = now + st.cfg.lifo_timeout_ms * MS;
+            if short < expiry {
+                expiry = short;
+                by_deadline = false;
+            }
+        }
+        if st.waiters.is_empty() {
+            st.nonempty_since = Some(now);
+        }
+        let (tx, rx) = oneshot::channel();
+        let key = st.waiters.push(
+            rank,
+            Waiter {
+                tx,
+                enqueued: now,
+                expiry,
+                by_deadline,
+                weight: req.weight,
+            },
+        );
+        self.waiting.store(st.waiters.len(), Ordering::SeqCst);
+        self.dispatch(&mut st, now, now);
+        Ok((rx, key, expiry))
+    }
+
+    /// Waits for an answer until `expiry`. Cancel-safe: dropping the future
+    /// removes the waiter, or releases a permit granted in the meantime.
+    async fn wait(self: &Arc<Self>, req: Request, block: Block, now: Nanos) -> Answer {
+        let (rx, key, expiry) = match self.enqueue(&req, block, now) {
+            Ok(x) => x,
+            Err(answer) => return answer,
+        };
+        let mut guard = WaitGuard {
+            shared: self,
+            key,
+            rx,
+            done: false,
+        };
+        let sleep = tokio::time::sleep_until(self.clock.instant(expiry));
+        tokio::select! {
+            biased;
+            r = &mut guard.rx => {
+                guard.done = true;
+                // The sender is only dropped after sending, or when the queue
+                // is gone; treat the latter as a timeout.
+                r.unwrap_or_else(|_| Err(Rejected::new(Reason::Timeout, Duration::from_millis(1))))
+            }
+            () = sleep => guard.expire(),
+        }
+    }
+}
+
+/// Removes a waiter that stops waiting (timeout or cancellation).
+struct WaitGuard<'a> {
+    shared: &'a Arc<Shared>,
+    key: Key,
+    rx: oneshot::Receiver<Answer>,
+    done: bool,
+}
+
+impl WaitGuard<'_> {
+    fn expire(&mut self) -> Answer {
+        self.done = true;
+        let s = self.shared;
+        let now = s.clock.now();
+        let mut st = s.lock();
+        if let Some(w) = st.waiters.remove(&self.key) {
+            let reason = if w.by_deadline {
+                Reason::Deadline
+            } else {
+                Reason::Timeout
+            };
+            let retry = st.waiters.len() as u64 * s.per_slot();
+            s.dispatch(&mut st, now, now);
+            return Err(s.reject(reason, retry, now));
+        }
+        drop(st);
+        // Answered between the timer and the lock: take that answer.
+        self.rx
+            .try_recv()
+            .unwrap_or_else(|_| Err(Rejected::new(Reason::Timeout, Duration::from_millis(1))))
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let s = self.shared;
+        let now = s.clock.now();
+        let mut st = s.lock();
+        if st.waiters.remove(&self.key).is_some() {
+            // Its departure may unblock a waiter behind it (a heavier head).
+            s.dispatch(&mut st, now, now);
+        }
+        // A permit already sent is dropped with `rx` after this, outside the
+        // lock, and released through the normal path.
+    }
+}
+
+impl Queue {
+    /// Asks for admission.
+    ///
+    /// Returns at once with a permit when the limits have room and nobody
+    /// waits; otherwise waits in the queue at most `max_wait` (or the request's
+    /// deadline), or returns a rejection at once. Non-rejectable requests and
+    /// disabled queues are admitted at once (still counted in flight).
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the queue cleanly: the waiter is removed and
+    /// a permit granted in the meantime is released.
+    pub async fn ask(&self, req: Request) -> Result<Permit, Rejected> {
+        let s = &self.shared;
+        let now = s.clock.now();
+        if req.priority == Priority::NonRejectable || !s.limits.enabled.load(Ordering::Relaxed) {
+            s.limits.force(req.weight);
+            return Ok(s.grant(req.weight, now, 0));
+        }
+        if let Err(wait) = s.limits.try_key(req.key, now) {
+            return Err(s.reject(Reason::KeyRate, wait, now));
+        }
+        let block = if s.waiting.load(Ordering::SeqCst) == 0 {
+            match s.limits.try_acquire(req.weight, now) {
+                Ok(()) => return Ok(s.grant(req.weight, now, 0)),
+                Err(b) => b,
+            }
+        } else {
+            Block {
+                reason: Reason::Concurrency,
+                wait: None,
+            }
+        };
+        s.wait(req, block, now).await
+    }
+
+    /// Runs `fut` under a permit of this queue.
+    ///
+    /// # Errors
+    /// The rejection, if not admitted (`fut` is then not polled).
+    pub async fn run<F: Future>(&self, req: Request, fut: F) -> Result<F::Output, Rejected> {
+        let _permit = self.ask(req).await?;
+        Ok(fut.await)
+    }
+
+    /// Feeds one downstream latency to this queue's `latency` sampler.
+    pub fn observe_latency(&self, d: Duration) {
+        self.shared.latency.observe(d);
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// Weight currently in flight.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.limits.in_flight()
+    }
+
+    /// Waiters currently queued.
+    pub fn len(&self) -> usize {
+        self.shared.lock().waiters.len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The concurrency limit in force (after modifiers and adaptation).
+    pub fn concurrency_limit(&self) -> Option<u64> {
+        let l = self.shared.limits.concurrency.load(Ordering::Acquire);
+        (l != UNLIMITED).then_some(l)
+    }
+
+    /// Total admissions so far.
+    pub fn admitted(&self) -> u64 {
+        self.shared.stats.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Rejections for `reason` so far.
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        self.shared.stats.rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Limits in force, counters and modifier state, as JSON.
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.shared.snapshot()
+    }
+}
