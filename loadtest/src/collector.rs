@@ -109,9 +109,10 @@ pub async fn collect(
     let mut file = std::io::BufWriter::new(std::fs::File::create(&log_path)?);
     let mut serializer = V2DeflateSerializer::new();
     let mut log = IntervalLogWriterBuilder::new()
-        .add_comment("dialtone loadtest: send-to-delivery (tag delivery) and send-to-ok (tag send_ok), microseconds")
+        .add_comment("dialtone loadtest: send-to-delivery (tag delivery) and send-to-ok (tag send_ok), values in microseconds, max column in milliseconds")
         .with_start_time(run.epoch_wall)
         .with_base_time(run.epoch_wall)
+        .with_max_value_divisor(1000.0)
         .begin_log_with(&mut file, &mut serializer)?;
     let mut out = Collected {
         points: Vec::new(),

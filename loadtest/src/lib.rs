@@ -98,7 +98,6 @@ pub async fn run(opts: Options) -> Result<Summary, Error> {
         GooseAttack::initialize_with_config(config)?.register_scenario(user::scenario(&run)?);
     let attack = *attack.set_default(GooseDefault::Host, opts.host.as_str())?;
     let attack = *attack.set_default(GooseDefault::TestPlan, goose_plan.as_str())?;
-    let attack = *attack.set_default(GooseDefault::OutputDir, path_str(&dir.join("goose"))?)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let collector = tokio::spawn(collector::collect(

@@ -1,0 +1,251 @@
+//! The whole load test (goose, users, collector, reports) against a tiny
+//! in-test chat server that speaks just enough of PROTOCOL.md: join, send with
+//! per-room gap-free seq and fan-out, history, register/login. It lets the
+//! crate be tested without a dialtone node; the root project's CI test runs
+//! the same `run` against the real node.
+//!
+//! Runs are serialized: goose's stop switch is process-wide.
+
+use futures_util::{SinkExt, StreamExt};
+use loadtest::{Options, Profile, run};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[derive(Default)]
+struct Room {
+    log: Vec<Value>,
+    members: HashMap<u64, mpsc::UnboundedSender<String>>,
+}
+
+#[derive(Default)]
+struct Mock {
+    rooms: Mutex<HashMap<String, Room>>,
+    next_conn: AtomicU64,
+    /// Deliver only messages whose seq is not a multiple of this (0 = all).
+    drop_every: u64,
+}
+
+/// Starts the mock on 127.0.0.1:0 and returns its ws URL.
+async fn start(drop_every: u64) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mock = Arc::new(Mock {
+        drop_every,
+        ..Mock::default()
+    });
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let mock = mock.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    serve(mock, ws).await;
+                }
+            });
+        }
+    });
+    format!("ws://{addr}/ws")
+}
+
+async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
+    let id = mock.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut joined: Vec<String> = Vec::new();
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Text(text) = msg else { continue };
+        let Ok(f) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let r = f["ref"].clone();
+        let room = f["room"].as_str().unwrap_or("").to_string();
+        let reply = match f["type"].as_str().unwrap_or("") {
+            "register" | "login" => {
+                json!({"type":"ok","ref":r,"user":f["user"],"token":"t","expires_at":0})
+            }
+            "join" => {
+                let mut rooms = mock.rooms.lock().expect("lock");
+                let room_state = rooms.entry(room.clone()).or_default();
+                room_state.members.insert(id, tx.clone());
+                joined.push(room.clone());
+                json!({"type":"ok","ref":r,"room":room,"seq":room_state.log.len()})
+            }
+            "send" => {
+                let mut rooms = mock.rooms.lock().expect("lock");
+                let room_state = rooms.entry(room.clone()).or_default();
+                let seq = room_state.log.len() as u64 + 1;
+                let m = json!({"type":"message","room":room,"seq":seq,"id":format!("m{seq}"),
+                    "from":"x","body":f["body"],"ts":0,"cid":f["cid"]});
+                room_state.log.push(m.clone());
+                let text = m.to_string();
+                if mock.drop_every == 0 || seq % mock.drop_every != 0 {
+                    for member in room_state.members.values() {
+                        let _ = member.send(text.clone());
+                    }
+                }
+                json!({"type":"ok","ref":r,"room":room,"seq":seq,"id":format!("m{seq}")})
+            }
+            "history" => {
+                let rooms = mock.rooms.lock().expect("lock");
+                let after = f["after"].as_u64().unwrap_or(0) as usize;
+                let limit = f["limit"].as_u64().unwrap_or(100) as usize;
+                let msgs: Vec<Value> = rooms
+                    .get(&room)
+                    .map(|r| r.log.iter().skip(after).take(limit).cloned().collect())
+                    .unwrap_or_default();
+                json!({"type":"history","ref":r,"room":room,"messages":msgs})
+            }
+            _ => json!({"type":"error","ref":r,"code":"bad_request","message":"?"}),
+        };
+        if tx.send(reply.to_string()).is_err() {
+            break;
+        }
+    }
+    let mut rooms = mock.rooms.lock().expect("lock");
+    for room in joined {
+        if let Some(r) = rooms.get_mut(&room) {
+            r.members.remove(&id);
+        }
+    }
+    drop(rooms);
+    writer.abort();
+}
+
+fn options(profile: Profile, host: &str, out: &Path) -> Options {
+    let mut o = Options::new(profile);
+    o.host = host.to_string();
+    o.jwt_secret = Some("secret".into());
+    o.users = 12;
+    o.room_size = 4;
+    o.rate = 5.0;
+    o.hatch_rate = Some(100.0);
+    o.duration = Some(std::time::Duration::from_secs(3));
+    o.drain_timeout = std::time::Duration::from_secs(3);
+    o.out_dir = out.to_path_buf();
+    o.goose = vec!["--quiet".into(), "--no-print-metrics".into()];
+    o
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_profile_delivers_every_message_to_every_member() {
+    let _serial = SERIAL.lock().await;
+    let host = start(0).await;
+    let out = temp_dir("load");
+    let s = run(options(Profile::Load, &host, &out)).await.expect("run");
+    assert!(s.passed, "{:?}", s.failures);
+    assert_eq!(s.gaps, 0);
+    assert_eq!(s.failed_users, 0);
+    // 12 users x 5 msg/s x 3 s.
+    assert_eq!(s.messages_sent, 180);
+    assert_eq!(s.messages_acked, 180);
+    assert_eq!(
+        s.deliveries_expected,
+        s.messages_acked * 4,
+        "every member gets every message"
+    );
+    assert_eq!(s.deliveries_received, s.deliveries_expected);
+    assert_eq!(s.delivery.count, s.deliveries_received);
+    assert!(s.delivery.p99_ms > 0.0 && s.send_ok.p50_ms > 0.0);
+    for f in [
+        "summary.json",
+        "report.html",
+        "report.md",
+        "report.json",
+        "delivery.hgrm",
+        "send_ok.hgrm",
+        "intervals.hlog",
+        "timeseries.csv",
+        "latency_over_time.svg",
+        "rates.svg",
+        "latency_distribution.svg",
+    ] {
+        let p = Path::new(&s.run_dir).join(f);
+        assert!(p.exists(), "{f} written");
+        assert!(
+            std::fs::metadata(&p).expect("meta").len() > 0,
+            "{f} not empty"
+        );
+    }
+    let report = std::fs::read_to_string(Path::new(&s.run_dir).join("report.md")).expect("md");
+    assert!(
+        report.contains("| WS | send |"),
+        "goose saw the custom requests"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_deliveries_are_gaps_and_fail_the_run() {
+    let _serial = SERIAL.lock().await;
+    let host = start(7).await;
+    let out = temp_dir("gaps");
+    let s = run(options(Profile::Load, &host, &out)).await.expect("run");
+    assert!(s.gaps > 0);
+    assert!(!s.passed);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_catches_up_with_history() {
+    let _serial = SERIAL.lock().await;
+    let host = start(0).await;
+    let out = temp_dir("reconnect");
+    let mut o = options(Profile::ReconnectStorm, &host, &out);
+    o.drop_after = std::time::Duration::from_millis(1500);
+    let s = run(o).await.expect("run");
+    assert!(s.passed, "{:?}", s.failures);
+    assert_eq!(s.connections["reconnects"], 12);
+    assert_eq!(s.gaps, 0);
+    assert!(s.latencies.contains_key("reconnect"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_storm_registers_and_logs_in_everyone() {
+    let _serial = SERIAL.lock().await;
+    let host = start(0).await;
+    let out = temp_dir("login");
+    let mut o = options(Profile::LoginStorm, &host, &out);
+    o.jwt_secret = None;
+    let s = run(o).await.expect("run");
+    assert!(s.passed, "{:?}", s.failures);
+    assert_eq!(s.latencies["login"].count, 12);
+    assert_eq!(s.latencies["register"].count, 12);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_reports_a_knee() {
+    let _serial = SERIAL.lock().await;
+    let host = start(0).await;
+    let out = temp_dir("stress");
+    let mut o = options(Profile::Stress, &host, &out);
+    o.step_time = std::time::Duration::from_secs(1);
+    o.max_steps = 3;
+    let s = run(o).await.expect("run");
+    assert!(s.passed, "{:?}", s.failures);
+    assert_eq!(s.phases.len(), 3);
+    assert_eq!(s.knee.as_ref().map(|k| k.name.as_str()), Some("step 3"));
+    let _ = std::fs::remove_dir_all(&out);
+}
