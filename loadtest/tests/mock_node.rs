@@ -93,7 +93,7 @@ async fn serve(mock: Arc<Mock>, ws: tokio_tungstenite::WebSocketStream<tokio::ne
                     "from":"x","body":f["body"],"ts":0,"cid":f["cid"]});
                 room_state.log.push(m.clone());
                 let text = m.to_string();
-                if mock.drop_every == 0 || seq % mock.drop_every != 0 {
+                if mock.drop_every == 0 || !seq.is_multiple_of(mock.drop_every) {
                     for member in room_state.members.values() {
                         let _ = member.send(text.clone());
                     }
