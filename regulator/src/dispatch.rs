@@ -142,7 +142,7 @@ impl Shared {
             let from = st.factor;
             st.factor = factor;
             tracing::info!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
-            self.apply_limits(&st);
+            self.apply_limits(&st, now);
             self.dispatch(&mut st, now, now);
         }
         self.stats.maybe_stop_shedding(now);

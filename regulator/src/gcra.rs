@@ -82,10 +82,26 @@ impl Gcra {
         }
     }
 
-    /// Sets the rate (`None`: unlimited). The TAT is kept, so a retune neither
-    /// grants a new burst nor forgets debt already run up.
-    pub(crate) fn set(&self, rate: Option<f64>, burst: u32) {
+    /// Sets the rate (`None`: unlimited) at `now`. The state is kept, so a
+    /// retune neither grants a new burst nor forgets debt already run up; the
+    /// debt (how far the TAT is ahead of now) is rescaled to the new interval,
+    /// so the share of the burst in use stays the same and a raised rate
+    /// takes effect at once.
+    pub(crate) fn set(&self, rate: Option<f64>, burst: u32, now: Nanos) {
         let (i, t) = rate.map_or((0, 0), |r| params(r, burst));
+        let old = self.interval.load(Ordering::Acquire);
+        if old != 0 && i != 0 && old != i {
+            // fetch_update only fails when the closure returns None, which it never does.
+            let _ = self
+                .tat
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                    if tat <= now {
+                        return Some(tat);
+                    }
+                    let scaled = u128::from(tat - now) * u128::from(i) / u128::from(old);
+                    Some(now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX)))
+                });
+        }
         self.tolerance.store(t, Ordering::Relaxed);
         self.interval.store(i, Ordering::Release);
     }
@@ -136,7 +152,7 @@ mod tests {
     #[test]
     fn burst_then_spacing() {
         let g = Gcra::new();
-        g.set(Some(100.0), 3);
+        g.set(Some(100.0), 3, 0);
         let now = 1_000 * MS;
         for _ in 0..3 {
             assert!(g.try_take(now).is_ok());
@@ -150,21 +166,27 @@ mod tests {
     #[test]
     fn retune_keeps_debt() {
         let g = Gcra::new();
-        g.set(Some(10.0), 1);
+        g.set(Some(10.0), 1, 0);
         assert!(g.try_take(0).is_ok());
-        g.set(Some(10.0), 1);
+        g.set(Some(10.0), 1, 0);
         assert!(
             g.try_take(0).is_err(),
             "a retune must not grant a new burst"
         );
-        g.set(None, 1);
+        g.set(Some(1.0), 1, 0);
+        assert_eq!(
+            g.try_take(0),
+            Err(1_000 * MS),
+            "debt rescaled to the new rate"
+        );
+        g.set(None, 1, 0);
         assert!(g.try_take(0).is_ok());
     }
 
     #[test]
     fn refund_returns_the_token() {
         let g = Gcra::new();
-        g.set(Some(10.0), 1);
+        g.set(Some(10.0), 1, 0);
         assert!(g.try_take(0).is_ok());
         g.refund();
         assert!(g.try_take(0).is_ok());

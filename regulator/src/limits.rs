@@ -191,7 +191,7 @@ mod tests {
     fn a_rate_refusal_gives_back_the_concurrency_slot() {
         let l = Limits::new();
         l.concurrency.store(10, Ordering::Release);
-        l.rate.set(Some(1.0), 1);
+        l.rate.set(Some(1.0), 1, 0);
         assert!(l.try_acquire(1, 0).is_ok());
         let b = l.try_acquire(1, 0).unwrap_err();
         assert_eq!(b.reason, Reason::Rate);

@@ -157,18 +157,18 @@ impl Shared {
             let mut st = self.lock();
             if let Some(a) = st.adaptive.as_mut() {
                 a.on_sample(held, in_flight);
-                self.apply_limits(&st);
+                self.apply_limits(&st, now);
             }
             self.dispatch(&mut st, now, now);
         }
     }
 
     /// Writes the effective limits (config × modifiers, adaptive) to the atomics.
-    pub(crate) fn apply_limits(&self, st: &State) {
+    pub(crate) fn apply_limits(&self, st: &State, now: Nanos) {
         let l = &self.limits;
         if !st.cfg.enabled {
             l.concurrency.store(UNLIMITED, Ordering::Release);
-            l.rate.set(None, 1);
+            l.rate.set(None, 1, now);
             return;
         }
         let base = match (&st.adaptive, st.cfg.max_concurrency) {
@@ -179,8 +179,11 @@ impl Shared {
             ((f64::from(c) * st.factor).floor() as u64).max(1)
         });
         l.concurrency.store(eff, Ordering::Release);
-        l.rate
-            .set(st.cfg.rate_per_sec.map(|r| r * st.factor), st.cfg.burst);
+        l.rate.set(
+            st.cfg.rate_per_sec.map(|r| r * st.factor),
+            st.cfg.burst,
+            now,
+        );
     }
 
     /// Applies a new configuration, keeping waiters, in-flight counts, rate
@@ -204,7 +207,7 @@ impl Shared {
         self.adaptive_on
             .store(st.adaptive.is_some(), Ordering::Relaxed);
         st.cfg = cfg;
-        self.apply_limits(&st);
+        self.apply_limits(&st, now);
         self.dispatch(&mut st, now, now);
     }
 

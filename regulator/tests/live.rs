@@ -1,0 +1,340 @@
+//! Live behaviour: retune and reload keep state, modifiers dampen and restore,
+//! adaptive limits move, snapshots report, the tower layer rejects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use regulator::{
+    AdaptiveConfig, Algorithm, ManualSampler, ModifierConfig, QueueConfig, Reason, RegulatedError,
+    Regulator, RegulatorConfig, RegulatorLayer, Request, Step,
+};
+use serde_json::json;
+use tokio::time::sleep;
+use tower::{Layer, Service, ServiceExt};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn one(cfg: QueueConfig) -> (Regulator, regulator::Queue) {
+    let mut c = RegulatorConfig::default();
+    c.queues.insert("q".into(), cfg);
+    let r = Regulator::new(c).unwrap();
+    let q = r.queue("q").unwrap();
+    (r, q)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retune_keeps_waiters_and_rate_state() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        max_size: 10,
+        max_wait_ms: 10_000,
+        ..QueueConfig::default()
+    });
+    let _hold = q.ask(Request::new()).await.unwrap();
+    let mut waiters: Vec<_> = (0..5).map(|_| Box::pin(q.ask(Request::new()))).collect();
+    for w in &mut waiters {
+        assert!(w.as_mut().now_or_never().is_none());
+    }
+    assert_eq!(q.len(), 5);
+    // Raise the limit: two more are admitted at once, the rest keep waiting.
+    let snap = r
+        .retune(
+            "q",
+            QueueConfig {
+                max_concurrency: Some(3),
+                max_size: 10,
+                max_wait_ms: 10_000,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(snap["limits"]["max_concurrency"], 3);
+    assert_eq!(q.len(), 3);
+    assert_eq!(q.in_flight(), 3);
+    let granted: Vec<_> = waiters
+        .iter_mut()
+        .filter_map(|w| w.as_mut().now_or_never())
+        .collect();
+    assert_eq!(granted.len(), 2);
+    assert!(granted.iter().all(Result::is_ok));
+    // Shrinking max_size below the queue length keeps the waiters too.
+    r.retune_json("q", json!({"max_size": 1})).unwrap();
+    assert_eq!(q.len(), 3);
+    assert_eq!(
+        q.ask(Request::new()).await.unwrap_err().reason,
+        Reason::QueueFull
+    );
+
+    // Rate state: a retune neither hands out a fresh burst nor forgets debt.
+    let (r, q) = one(QueueConfig {
+        rate_per_sec: Some(1.0),
+        burst: 2,
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    assert!(q.ask(Request::new()).await.is_ok());
+    assert!(q.ask(Request::new()).await.is_ok());
+    r.retune_json("q", json!({"burst": 2, "max_concurrency": 50}))
+        .unwrap();
+    assert_eq!(
+        q.ask(Request::new()).await.unwrap_err().reason,
+        Reason::Rate
+    );
+    // A retune to a higher rate applies from the current debt.
+    r.retune_json("q", json!({"rate_per_sec": 10.0})).unwrap();
+    sleep(ms(100)).await;
+    assert!(q.ask(Request::new()).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retune_json_merges_and_refuses_bad_input_without_change() {
+    let (r, _q) = one(QueueConfig {
+        rate_per_sec: Some(5.0),
+        ..QueueConfig::default()
+    });
+    let snap = r.retune_json("q", json!({"max_concurrency": 4})).unwrap();
+    assert_eq!(snap["config"]["rate_per_sec"], 5.0);
+    assert_eq!(snap["config"]["max_concurrency"], 4);
+    assert!(r.retune_json("q", json!({"max_concurency": 4})).is_err());
+    assert!(r.retune_json("q", json!({"burst": 0})).is_err());
+    assert!(r.retune_json("q", json!({"group": "missing"})).is_err());
+    assert_eq!(r.config().queues["q"].max_concurrency, Some(4));
+    assert_eq!(r.config().queues["q"].burst, 1);
+    // A new name creates the queue from the defaults.
+    let snap = r.retune_json("new", json!({"max_size": 3})).unwrap();
+    assert_eq!(snap["config"]["max_size"], 3);
+    assert!(r.queue("new").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_is_all_or_nothing_and_keeps_queue_handles() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        ..QueueConfig::default()
+    });
+    let _hold = q.ask(Request::new()).await.unwrap();
+    let mut bad = r.config();
+    bad.queues.get_mut("q").unwrap().max_concurrency = Some(5);
+    bad.queues.insert(
+        "other".into(),
+        QueueConfig {
+            rate_per_sec: Some(-1.0),
+            ..QueueConfig::default()
+        },
+    );
+    assert!(r.reload(bad).is_err());
+    assert_eq!(q.concurrency_limit(), Some(1), "nothing applied");
+    assert!(r.queue("other").is_none());
+
+    let mut good = r.config();
+    good.queues.get_mut("q").unwrap().max_concurrency = Some(5);
+    good.queues.insert("other".into(), QueueConfig::default());
+    r.reload(good).unwrap();
+    assert_eq!(
+        q.concurrency_limit(),
+        Some(5),
+        "the old handle sees the new limit"
+    );
+    assert_eq!(q.in_flight(), 1, "in-flight count kept");
+    assert!(r.queue("other").is_some());
+    // Removing a queue makes its name unregulated.
+    r.reload(RegulatorConfig::default()).unwrap();
+    assert!(!r.ask("q", Request::new()).await.unwrap().is_regulated());
+}
+
+#[tokio::test(start_paused = true)]
+async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(10),
+        rate_per_sec: Some(100.0),
+        modifiers: vec![ModifierConfig {
+            sampler: "load".into(),
+            steps: vec![
+                Step {
+                    above: 50.0,
+                    for_ms: 0,
+                    factor: 0.5,
+                },
+                Step {
+                    above: 50.0,
+                    for_ms: 2_000,
+                    factor: 0.2,
+                },
+            ],
+        }],
+        ..QueueConfig::default()
+    });
+    let load = Arc::new(ManualSampler::new());
+    r.add_sampler("load", load.clone());
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(10));
+    load.set(60.0);
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(5));
+    let snap = q.snapshot();
+    assert_eq!(snap["limits"]["rate_per_sec"], 50.0);
+    assert_eq!(snap["modifiers"][0]["active"], true);
+    sleep(ms(2_000)).await;
+    r.feedback_tick();
+    assert_eq!(
+        q.concurrency_limit(),
+        Some(2),
+        "overload lasted 2 s: deeper damping"
+    );
+    load.set(40.0);
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(10), "restored");
+    assert_eq!(q.snapshot()["limits"]["rate_per_sec"], 100.0);
+    load.clear();
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_modifier_is_fed_by_observe_latency() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(8),
+        modifiers: vec![ModifierConfig {
+            sampler: "latency".into(),
+            steps: vec![Step {
+                above: 100.0,
+                for_ms: 0,
+                factor: 0.25,
+            }],
+        }],
+        ..QueueConfig::default()
+    });
+    q.observe_latency(ms(300));
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(2));
+    q.observe_latency(ms(20));
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_feedback_loop_ticks_on_its_own() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(8),
+        modifiers: vec![ModifierConfig {
+            sampler: "load".into(),
+            steps: vec![Step {
+                above: 1.0,
+                for_ms: 0,
+                factor: 0.5,
+            }],
+        }],
+        ..QueueConfig::default()
+    });
+    let load = Arc::new(ManualSampler::new());
+    r.add_sampler("load", load.clone());
+    let task = r.spawn_feedback(ms(250));
+    load.set(2.0);
+    sleep(ms(300)).await;
+    assert_eq!(q.concurrency_limit(), Some(4));
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_limit_backs_off_when_service_slows() {
+    let (_r, q) = one(QueueConfig {
+        max_concurrency: Some(100),
+        max_size: 1000,
+        max_wait_ms: 60_000,
+        adaptive: Some(AdaptiveConfig {
+            algorithm: Algorithm::Aimd,
+            initial_limit: 10,
+            latency_threshold_ms: 50,
+            ..AdaptiveConfig::default()
+        }),
+        ..QueueConfig::default()
+    });
+    assert_eq!(q.concurrency_limit(), Some(10));
+    // Fast jobs with demand above the limit: the limit grows.
+    let run = |hold: u64, n: usize| {
+        let q = q.clone();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let q = q.clone();
+                    tokio::spawn(async move {
+                        let _p = q.ask(Request::new()).await.unwrap();
+                        sleep(ms(hold)).await;
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    run(10, 200).await;
+    let grown = q.concurrency_limit().unwrap();
+    assert!(grown > 10, "grew to {grown}");
+    run(200, 50).await;
+    let shrunk = q.concurrency_limit().unwrap();
+    assert!(shrunk < grown, "backed off from {grown} to {shrunk}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_limits_counters_and_reasons() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    let _p = q.ask(Request::new()).await.unwrap();
+    let _ = q.ask(Request::new()).await;
+    let s = r.snapshot();
+    let s = &s["queues"]["q"];
+    assert_eq!(s["admitted"], 1);
+    assert_eq!(s["rejected"]["concurrency"], 1);
+    assert_eq!(s["rejected"]["queue_full"], 0);
+    assert_eq!(s["in_flight"], 1);
+    assert_eq!(s["queue_length"], 0);
+    assert_eq!(s["limits"]["max_concurrency"], 1);
+    assert_eq!(s["shedding"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabling_a_queue_admits_everything_and_releases_waiters() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        ..QueueConfig::default()
+    });
+    let _hold = q.ask(Request::new()).await.unwrap();
+    let mut w = Box::pin(q.ask(Request::new()));
+    assert!(w.as_mut().now_or_never().is_none());
+    r.retune_json("q", json!({"enabled": false})).unwrap();
+    assert!(w.await.is_ok());
+    let extra: Vec<_> = futures_util::future::join_all((0..5).map(|_| q.ask(Request::new()))).await;
+    assert!(extra.iter().all(Result::is_ok));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tower_layer_rejects_with_the_rejected_value() {
+    let (r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    let inner = tower::service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x * 2) });
+    let mut svc = RegulatorLayer::new(r.clone(), "q").layer(inner);
+    assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), 42);
+    let hold = q.ask(Request::new()).await.unwrap();
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    let rejected = err.rejected().copied().unwrap();
+    assert_eq!(rejected.reason, Reason::Concurrency);
+    assert!(matches!(err, RegulatedError::Rejected(_)));
+    drop(hold);
+    // A classifier sets per-request keys and priorities.
+    let inner = tower::service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x) });
+    let mut svc = RegulatorLayer::new(r, "q")
+        .with_classifier(|x: &u32| Request::new().key(u64::from(*x)).non_rejectable())
+        .layer(inner);
+    let _hold = q.ask(Request::new()).await.unwrap();
+    assert_eq!(svc.ready().await.unwrap().call(5).await.unwrap(), 5);
+}
