@@ -126,6 +126,11 @@ pub struct AdminSection {
 pub struct MessagingSection {
     pub shards: usize,
     pub mailbox: usize,
+    pub call_timeout_ms: u64,
+    /// Restart intensity of the shard supervisor: at most this many
+    /// restarts in `restart_period_ms`, else it gives up and escalates.
+    pub max_restarts: u32,
+    pub restart_period_ms: u64,
 }
 
 impl Default for MessagingSection {
@@ -133,6 +138,9 @@ impl Default for MessagingSection {
         MessagingSection {
             shards: 16,
             mailbox: 4096,
+            call_timeout_ms: 5000,
+            max_restarts: 10,
+            restart_period_ms: 10_000,
         }
     }
 }

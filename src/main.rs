@@ -85,7 +85,15 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("listening on {}", node.addr());
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            failed = node.failed() => {
+                let why = failed.err().map_or_else(|| "supervision tree stopped".to_owned(), |e| e.to_string());
+                tracing::error!(%why, "supervision tree gave up");
+                eprintln!("dialtone: supervision tree gave up: {why}");
+                return ExitCode::FAILURE;
+            }
+        }
         tracing::info!("signal received: draining");
         node.drain().await;
         tracing::info!("drained; exiting");

@@ -1,14 +1,29 @@
-//! Assembles one node: store → auth → messaging shards → gateway, binds the
-//! listener and runs until drained.
+//! Assembles one node as a supervision tree (see docs/SUPERVISION.md):
+//!
+//! ```text
+//! dialtone (rest_for_one)
+//! ├── store                  owns the store handle
+//! ├── auth (one_for_one)     hash_worker_0..N: argon2 on blocking threads
+//! ├── messaging (one_for_one) shard_0..N: one writer per room
+//! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop
+//! └── metrics                Prometheus upkeep
+//! ```
+//!
+//! rest_for_one at the root: a role restarts everything started after it,
+//! because those depend on it (the gateway on messaging, messaging on the store).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use dialtone_auth::{Auth, AuthConfig};
 use dialtone_gateway::{Gateway, GatewayConfig, http::Admin, listener, router};
 use dialtone_messaging::{Messaging, MessagingConfig};
 use dialtone_store::{BoxFuture, MemoryStore, Store};
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use supervisor::{ChildSpec, Faults, GaveUp, Restart, Strategy, SupervisorHandle, SupervisorSpec};
 
 use crate::{config::Config, local_bus::LocalBus};
 
@@ -25,13 +40,14 @@ pub enum StartError {
 pub struct Node {
     addr: SocketAddr,
     gateway: Arc<Gateway>,
-    stop_http: Option<oneshot::Sender<()>>,
-    http: JoinHandle<()>,
+    tree: SupervisorHandle,
     jwt_secret: Vec<u8>,
 }
 
 struct NodeAdmin {
     messaging: Messaging,
+    faults: Faults,
+    tree: OnceLock<SupervisorHandle>,
 }
 
 impl Admin for NodeAdmin {
@@ -44,23 +60,34 @@ impl Admin for NodeAdmin {
     }
 
     fn tree(&self) -> Value {
-        json!({"name": "root", "kind": "supervisor", "state": "running", "restarts": 0, "children": []})
+        self.tree
+            .get()
+            .and_then(|t| serde_json::to_value(t.snapshot()).ok())
+            .unwrap_or(Value::Null)
     }
 
     fn admit_connect(&self) -> BoxFuture<'_, Result<Option<Box<dyn Send + Sync>>, u64>> {
         Box::pin(async { Ok(None) })
     }
 
-    fn crash_shard(&self, room: String) -> BoxFuture<'_, Result<Value, String>> {
-        Box::pin(async move {
-            let room = dialtone_proto::RoomName::parse(&room).map_err(str::to_owned)?;
-            let shard = self.messaging.shard_of(&room);
-            // The crash answers `internal` to this very request: that is the point.
-            let answer = self.messaging.crash_shard_of(&room).await;
-            Ok(
-                json!({"crashed": "messaging_shard", "shard": shard, "answer": answer.err().map(|f| f.code.as_str())}),
-            )
-        })
+    /// `{"point": "<name>", "times": n}` arms a named point;
+    /// `{"room": "<room>"}` arms the shard that owns the room.
+    fn fault(&self, body: Value) -> Result<Value, String> {
+        let times = body.get("times").and_then(Value::as_u64).unwrap_or(1);
+        let times = u32::try_from(times).map_err(|_| "`times` is too large".to_owned())?;
+        let point = match (
+            body.get("point").and_then(Value::as_str),
+            body.get("room").and_then(Value::as_str),
+        ) {
+            (Some(p), None) => p.to_owned(),
+            (None, Some(room)) => {
+                let room = dialtone_proto::RoomName::parse(room).map_err(str::to_owned)?;
+                format!("messaging.shard.{}", self.messaging.shard_of(&room))
+            }
+            _ => return Err("give `point` or `room`".into()),
+        };
+        self.faults.arm(point.clone(), times);
+        Ok(json!({"armed": point, "times": times}))
     }
 }
 
@@ -68,30 +95,75 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
-/// Restarts a shard worker when it panics; its mailbox and membership table
-/// survive, so queued requests are served by the next incarnation.
-fn supervise_shard(shard: Arc<dialtone_messaging::shard::Shard>) {
-    tokio::spawn(async move {
-        let mut restarts = 0u64;
-        loop {
-            match tokio::spawn(shard.clone().run()).await {
-                Ok(()) => return,
-                Err(e) if e.is_panic() => {
-                    restarts += 1;
-                    tracing::error!(
-                        shard = shard.id,
-                        restarts,
-                        "messaging shard panicked; restarting"
-                    );
+fn gateway_config(cfg: &Config) -> GatewayConfig {
+    GatewayConfig {
+        listen: cfg.gateway.listen,
+        max_frame_bytes: cfg.limits.max_frame_bytes,
+        max_body_bytes: cfg.limits.max_body_bytes,
+        login_timeout: cfg.login_timeout(),
+        outbox_frames: cfg.gateway.outbox_frames,
+        write_timeout: Duration::from_millis(cfg.gateway.write_timeout_ms),
+        max_connections: cfg.gateway.max_connections,
+        drain_grace: Duration::from_millis(cfg.gateway.drain_grace_ms),
+        drain_retry_after: Duration::from_millis(cfg.gateway.drain_retry_after_ms),
+        read_buffer_bytes: cfg.gateway.read_buffer_bytes,
+        backlog: cfg.gateway.backlog,
+        admin_token: cfg.admin.token.clone(),
+        fault_injection: cfg.admin.fault_injection,
+    }
+}
+
+/// A worker that holds a resource for its lifetime and ends on shutdown.
+fn holder<T: Send + Sync + 'static>(name: &str, resource: Arc<T>) -> ChildSpec {
+    ChildSpec::worker(name, Restart::Permanent, move |ctx| {
+        let held = resource.clone();
+        Box::pin(async move {
+            ctx.cancelled().await;
+            drop(held);
+            Ok(())
+        })
+    })
+}
+
+/// The accept loop. Each incarnation serves a clone of the bound socket,
+/// so a restart never loses the address.
+fn listener_spec(std_listener: Arc<std::net::TcpListener>, gateway: Arc<Gateway>) -> ChildSpec {
+    ChildSpec::worker("listener", Restart::Permanent, move |ctx| {
+        let std_listener = std_listener.clone();
+        let app = router(gateway.clone());
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                // Chat frames are small and latency-bound; never wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { ctx.cancelled().await })
+                .await?;
+            Ok(())
+        })
+    })
+    .shutdown_grace(Duration::from_secs(5))
+}
+
+fn metrics_spec(gateway: &Gateway) -> ChildSpec {
+    let handle = gateway.metrics().clone();
+    ChildSpec::worker("metrics", Restart::Permanent, move |ctx| {
+        let handle = handle.clone();
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = ctx.cancelled() => return Ok(()),
+                    _ = tick.tick() => handle.run_upkeep(),
                 }
-                Err(_) => return,
             }
-        }
-    });
+        })
+    })
 }
 
 impl Node {
-    /// Builds every role and starts accepting connections.
+    /// Builds every role under the supervision tree and starts accepting.
     ///
     /// # Errors
     /// When the listen address cannot be bound.
@@ -105,90 +177,87 @@ impl Node {
                 rand::random::<[u8; 32]>().to_vec()
             }
         };
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let faults = Faults::default();
+        let store = Arc::new(MemoryStore::new());
+        let dyn_store: Arc<dyn Store> = store.clone();
         let workers = if cfg.auth.hash_workers == 0 {
             cores()
         } else {
             cfg.auth.hash_workers
         };
         let auth = Auth::new(
-            store.clone(),
+            dyn_store.clone(),
             &AuthConfig {
                 jwt_secret: jwt_secret.clone(),
                 token_ttl: Duration::from_secs(cfg.auth.token_ttl_secs),
                 hash_workers: workers,
                 hash_queue: cfg.auth.hash_queue,
             },
+            faults.clone(),
         );
         let messaging = Messaging::new(
-            store.clone(),
+            dyn_store.clone(),
             &MessagingConfig {
                 shards: cfg.messaging.shards,
                 mailbox: cfg.messaging.mailbox,
+                call_timeout: Duration::from_millis(cfg.messaging.call_timeout_ms),
             },
+            &faults,
         );
-        for shard in messaging.shards() {
-            supervise_shard(shard.clone());
-        }
         let bus = Arc::new(LocalBus {
-            auth,
+            auth: auth.clone(),
             messaging: messaging.clone(),
-            store,
+            store: dyn_store,
         });
-        let gw_cfg = GatewayConfig {
-            listen: cfg.gateway.listen,
-            max_frame_bytes: cfg.limits.max_frame_bytes,
-            max_body_bytes: cfg.limits.max_body_bytes,
-            login_timeout: cfg.login_timeout(),
-            outbox_frames: cfg.gateway.outbox_frames,
-            write_timeout: Duration::from_millis(cfg.gateway.write_timeout_ms),
-            max_connections: cfg.gateway.max_connections,
-            drain_grace: Duration::from_millis(cfg.gateway.drain_grace_ms),
-            drain_retry_after: Duration::from_millis(cfg.gateway.drain_retry_after_ms),
-            read_buffer_bytes: cfg.gateway.read_buffer_bytes,
-            backlog: cfg.gateway.backlog,
-            admin_token: cfg.admin.token.clone(),
-            fault_injection: cfg.admin.fault_injection,
-        };
-        let gateway = Gateway::new(gw_cfg, bus, Arc::new(NodeAdmin { messaging }));
-        let listener: TcpListener = listener::bind(cfg.gateway.listen, cfg.gateway.backlog)
-            .map_err(|source| StartError::Bind {
-                addr: cfg.gateway.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let admin = Arc::new(NodeAdmin {
+            messaging: messaging.clone(),
+            faults: faults.clone(),
+            tree: OnceLock::new(),
+        });
+        let gateway = Gateway::new(gateway_config(&cfg), bus, admin.clone(), faults);
+
+        let bind_err = |source| StartError::Bind {
             addr: cfg.gateway.listen,
             source,
-        })?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let app = router(gateway.clone());
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            // Chat frames are small and latency-bound; never wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
-        let upkeep = gateway.metrics().clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
+        };
+        let bound = listener::bind(cfg.gateway.listen, cfg.gateway.backlog).map_err(bind_err)?;
+        let addr = bound.local_addr().map_err(bind_err)?;
+        let std_listener = Arc::new(bound.into_std().map_err(bind_err)?);
+
+        let mut auth_sup = SupervisorSpec::new("auth").intensity(10, Duration::from_secs(10));
+        for worker in auth.pool().child_specs() {
+            auth_sup = auth_sup.child(worker);
+        }
+        let mut messaging_sup = SupervisorSpec::new("messaging").intensity(
+            cfg.messaging.max_restarts,
+            Duration::from_millis(cfg.messaging.restart_period_ms),
+        );
+        for shard in messaging.shards() {
+            let shard = shard.clone();
+            messaging_sup = messaging_sup.child(ChildSpec::worker(
+                format!("shard_{}", shard.id),
+                Restart::Permanent,
+                move |ctx| Box::pin(shard.clone().run(ctx)),
+            ));
+        }
+        let gateway_sup = SupervisorSpec::new("gateway")
+            .intensity(5, Duration::from_secs(10))
+            .child(listener_spec(std_listener, gateway.clone()));
+        let tree = SupervisorSpec::new("dialtone")
+            .strategy(Strategy::RestForOne)
+            .intensity(3, Duration::from_secs(30))
+            .child(holder("store", store))
+            .child(ChildSpec::supervisor(auth_sup))
+            .child(ChildSpec::supervisor(messaging_sup))
+            .child(ChildSpec::supervisor(gateway_sup))
+            .child(metrics_spec(&gateway))
+            .start();
+        // Set once, right after the tree exists; nothing else sets it.
+        let _ = admin.tree.set(tree.clone());
         Ok(Node {
             addr,
             gateway,
-            stop_http: Some(stop_tx),
-            http,
+            tree,
             jwt_secret,
         })
     }
@@ -206,18 +275,28 @@ impl Node {
         &self.gateway
     }
 
+    pub fn tree(&self) -> &SupervisorHandle {
+        &self.tree
+    }
+
+    /// Resolves if the root supervisor gives up (restart intensity exceeded
+    /// all the way up); the process should then exit non-zero.
+    ///
+    /// # Errors
+    /// The reason the tree gave up.
+    pub async fn failed(&self) -> Result<(), GaveUp> {
+        self.tree.wait().await
+    }
+
     /// The drain sequence: readyz 503 and no new upgrades, `goaway` to all,
-    /// wait out the grace, close the rest with 1012, stop the listener.
-    pub async fn drain(mut self) {
+    /// wait out the grace, close the rest with 1012, then stop the tree in
+    /// reverse start order (listener, shards, hash workers, store).
+    pub async fn drain(self) {
         let cfg = &self.gateway.cfg;
         self.gateway
             .drain
             .run(cfg.drain_grace, cfg.write_timeout)
             .await;
-        if let Some(stop) = self.stop_http.take() {
-            let _ = stop.send(());
-        }
-        // In-flight HTTP requests are short; do not wait forever for one.
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
+        self.tree.shutdown().await;
     }
 }

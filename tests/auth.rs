@@ -10,13 +10,17 @@ use serde_json::json;
 async fn register_logs_the_connection_in_and_returns_a_working_token() {
     let node = start(&[]).await;
     let mut c = Client::anon(node.addr()).await;
-    let ok = c.ok(json!({"type":"register","user":"alice","password":"pw1"})).await;
+    let ok = c
+        .ok(json!({"type":"register","user":"alice","password":"pw1"}))
+        .await;
     assert_eq!(ok["user"], "alice");
     assert!(ok["expires_at"].as_u64().unwrap() > now());
     c.ok(json!({"type":"join","room":"r"})).await;
     // The issued token works at upgrade.
     let t = ok["token"].as_str().unwrap();
-    let mut again = Client::with_header(node.addr(), t).await.expect("token accepted");
+    let mut again = Client::with_header(node.addr(), t)
+        .await
+        .expect("token accepted");
     again.ok(json!({"type":"join","room":"r"})).await;
 }
 
@@ -24,12 +28,27 @@ async fn register_logs_the_connection_in_and_returns_a_working_token() {
 async fn password_login_and_its_failures() {
     let node = start(&[]).await;
     let mut c = Client::anon(node.addr()).await;
-    c.ok(json!({"type":"register","user":"bob","password":"right"})).await;
+    c.ok(json!({"type":"register","user":"bob","password":"right"}))
+        .await;
     let mut d = Client::anon(node.addr()).await;
-    d.err(json!({"type":"login","user":"bob","password":"wrong"}), "bad_credentials").await;
-    d.err(json!({"type":"login","user":"nobody","password":"x"}), "bad_credentials").await;
-    d.err(json!({"type":"register","user":"bob","password":"x"}), "user_exists").await;
-    let ok = d.ok(json!({"type":"login","user":"bob","password":"right"})).await;
+    d.err(
+        json!({"type":"login","user":"bob","password":"wrong"}),
+        "bad_credentials",
+    )
+    .await;
+    d.err(
+        json!({"type":"login","user":"nobody","password":"x"}),
+        "bad_credentials",
+    )
+    .await;
+    d.err(
+        json!({"type":"register","user":"bob","password":"x"}),
+        "user_exists",
+    )
+    .await;
+    let ok = d
+        .ok(json!({"type":"login","user":"bob","password":"right"}))
+        .await;
     assert_eq!(ok["user"], "bob");
 }
 
@@ -42,25 +61,50 @@ async fn token_login_by_frame_needs_no_registration_and_refreshes() {
     assert!(ok["token"].as_str().is_some());
     // Refresh for the same user is fine; another user is forbidden.
     c.ok(json!({"type":"login","token": token("tina")})).await;
-    c.err(json!({"type":"login","token": token("other")}), "forbidden").await;
-    c.err(json!({"type":"register","user":"other2","password":"p"}), "forbidden").await;
+    c.err(json!({"type":"login","token": token("other")}), "forbidden")
+        .await;
+    c.err(
+        json!({"type":"register","user":"other2","password":"p"}),
+        "forbidden",
+    )
+    .await;
     // A token user has no password.
     let mut d = Client::anon(node.addr()).await;
-    d.err(json!({"type":"login","user":"tina","password":"x"}), "bad_credentials").await;
+    d.err(
+        json!({"type":"login","user":"tina","password":"x"}),
+        "bad_credentials",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bad_tokens_are_unauthorized_by_frame_and_401_at_upgrade() {
     let node = start(&[]).await;
     let mut c = Client::anon(node.addr()).await;
-    c.err(json!({"type":"login","token":"garbage"}), "unauthorized").await;
-    c.err(json!({"type":"login","token": token_with("a", now() - 10, SECRET)}), "unauthorized").await;
-    c.err(json!({"type":"login","token": token_with("a", now() + 60, "wrong")}), "unauthorized").await;
-    for bad in ["garbage", &token_with("a", now() - 10, SECRET), &token_with("a", now() + 60, "wrong")] {
+    c.err(json!({"type":"login","token":"garbage"}), "unauthorized")
+        .await;
+    c.err(
+        json!({"type":"login","token": token_with("a", now() - 10, SECRET)}),
+        "unauthorized",
+    )
+    .await;
+    c.err(
+        json!({"type":"login","token": token_with("a", now() + 60, "wrong")}),
+        "unauthorized",
+    )
+    .await;
+    for bad in [
+        "garbage",
+        &token_with("a", now() - 10, SECRET),
+        &token_with("a", now() + 60, "wrong"),
+    ] {
         assert_eq!(Client::with_header(node.addr(), bad).await.err(), Some(401));
-        let refused = tokio_tungstenite::connect_async(format!("{}?token={bad}", url(node.addr()))).await;
+        let refused =
+            tokio_tungstenite::connect_async(format!("{}?token={bad}", url(node.addr()))).await;
         match refused {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 401)
+            }
             other => panic!("expected 401, got {:?}", other.map(|_| ())),
         }
     }
@@ -72,9 +116,12 @@ async fn requests_before_login_are_unauthorized_but_ping_works() {
     let mut c = Client::anon(node.addr()).await;
     let pong = c.request(json!({"type":"ping"})).await;
     assert_eq!(pong["type"], "pong");
-    c.err(json!({"type":"join","room":"r"}), "unauthorized").await;
-    c.err(json!({"type":"send","room":"r","body":"x"}), "unauthorized").await;
-    c.err(json!({"type":"history","room":"r"}), "unauthorized").await;
+    c.err(json!({"type":"join","room":"r"}), "unauthorized")
+        .await;
+    c.err(json!({"type":"send","room":"r","body":"x"}), "unauthorized")
+        .await;
+    c.err(json!({"type":"history","room":"r"}), "unauthorized")
+        .await;
 }
 
 #[tokio::test]

@@ -184,10 +184,11 @@ async fn on_text(
 ) -> Bytes {
     let frame = client::parse(text);
     let r#ref = frame.r#ref.clone();
-    let fault = gw.faults.take_session_panic(session.user());
     let handled = AssertUnwindSafe(async {
-        if fault {
-            panic!("fault injection: session panicked on request");
+        if gw.cfg.fault_injection {
+            if let Some(user) = session.user() {
+                gw.faults.check(&format!("session.{user}"));
+            }
         }
         session.handle(frame, gw.bus.as_ref(), deliver).await
     })

@@ -1,12 +1,9 @@
 //! The HTTP side: upgrade admission at `/ws`, health, readiness, metrics and
 //! the operators' `/admin/*` endpoints, all on one listener.
 
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use axum::{
@@ -16,11 +13,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use dialtone_proto::Name;
 use dialtone_store::{BoxFuture, bus::Bus};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use supervisor::Faults;
 
 use crate::{
     config::GatewayConfig,
@@ -42,33 +39,14 @@ pub trait Admin: Send + Sync + 'static {
     fn tree(&self) -> Value;
     /// Admission for an upgrade (the `connect` queue): `Err(retry_after_secs)` refuses it.
     fn admit_connect(&self) -> BoxFuture<'_, Result<Option<Box<dyn Send + Sync>>, u64>>;
-    /// Fault injection: panic the messaging shard owning `room`.
-    fn crash_shard(&self, room: String) -> BoxFuture<'_, Result<Value, String>>;
+    /// `POST /admin/fault` (only with `admin.fault_injection`): arm a panic point.
+    ///
+    /// # Errors
+    /// The reason the body was refused.
+    fn fault(&self, body: Value) -> Result<Value, String>;
     /// Whether required backends are reachable (readiness).
     fn backends_ready(&self) -> bool {
         true
-    }
-}
-
-/// Fault injection switches (`admin.fault_injection`, off by default).
-#[derive(Default)]
-pub struct Faults {
-    enabled: bool,
-    session_panics: Mutex<HashSet<String>>,
-}
-
-impl Faults {
-    /// True once for each armed user: their next frame panics.
-    pub fn take_session_panic(&self, user: Option<&Name>) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        let Some(user) = user else { return false };
-        let mut armed = self
-            .session_panics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        armed.remove(user.as_str())
     }
 }
 
@@ -77,6 +55,7 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub bus: Arc<dyn Bus>,
     pub drain: Arc<Drain>,
+    /// Named panic points for drills; checked only with `fault_injection` on.
     pub faults: Faults,
     admin: Arc<dyn Admin>,
     metrics: PrometheusHandle,
@@ -84,11 +63,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig, bus: Arc<dyn Bus>, admin: Arc<dyn Admin>) -> Arc<Self> {
-        let faults = Faults {
-            enabled: cfg.fault_injection,
-            ..Faults::default()
-        };
+    pub fn new(
+        cfg: GatewayConfig,
+        bus: Arc<dyn Bus>,
+        admin: Arc<dyn Admin>,
+        faults: Faults,
+    ) -> Arc<Self> {
         Arc::new(Gateway {
             cfg,
             bus,
@@ -262,15 +242,6 @@ async fn admin_tree(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     }
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "target", rename_all = "snake_case")]
-enum Fault {
-    /// Panic the messaging shard that owns `room`.
-    MessagingShard { room: String },
-    /// Panic the session logic on `user`'s next frame.
-    Session { user: String },
-}
-
 async fn admin_fault(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -279,35 +250,19 @@ async fn admin_fault(
     if let Err(r) = authorize(&gw, &headers) {
         return r;
     }
-    if !gw.faults.enabled {
+    if !gw.cfg.fault_injection {
         return (
             StatusCode::FORBIDDEN,
             Json(json!({"error": "fault injection is off (admin.fault_injection)"})),
         )
             .into_response();
     }
-    let fault: Fault = match serde_json::from_slice(&body) {
-        Ok(f) => f,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.to_string()})),
-            )
-                .into_response();
-        }
-    };
-    match fault {
-        Fault::MessagingShard { room } => match gw.admin.crash_shard(room).await {
-            Ok(v) => Json(v).into_response(),
-            Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
-        },
-        Fault::Session { user } => {
-            gw.faults
-                .session_panics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(user.clone());
-            Json(json!({"armed": "session", "user": user})).into_response()
-        }
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    match parsed
+        .map_err(|e| format!("body is not JSON: {e}"))
+        .and_then(|v| gw.admin.fault(v))
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
     }
 }

@@ -26,7 +26,10 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Starts a node with test defaults plus `env` overrides (as `DIALTONE_*` pairs).
 pub async fn start(env: &[(&str, &str)]) -> Node {
     let mut vars = vec![
-        ("DIALTONE_GATEWAY__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "DIALTONE_GATEWAY__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
         ("DIALTONE_AUTH__JWT_SECRET".to_owned(), SECRET.to_owned()),
     ];
     vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
@@ -102,7 +105,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
     /// Next JSON frame from the server, or panics after [`WAIT`].
@@ -114,7 +120,9 @@ impl Client {
                 .expect("stream open")
                 .expect("frame ok");
             match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server frames are JSON"),
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server frames are JSON");
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -150,9 +158,15 @@ impl Client {
     /// Asserts an `error` with `code`.
     pub async fn err(&mut self, frame: Value, code: &str) -> Value {
         let v = self.request(frame.clone()).await;
-        assert_eq!(v["type"], "error", "expected error {code} for {frame}, got {v}");
+        assert_eq!(
+            v["type"], "error",
+            "expected error {code} for {frame}, got {v}"
+        );
         assert_eq!(v["code"], code, "for {frame}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "error needs a message: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error needs a message: {v}"
+        );
         v
     }
 
@@ -173,11 +187,15 @@ impl Client {
     /// Reads until the server closes; returns the close code.
     pub async fn closed(&mut self) -> u16 {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait");
             match msg {
                 Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return u16::from(code),
                 Some(Ok(Message::Close(None))) => return 1005,
-                Some(Ok(Message::Text(t))) => self.pushed.push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null)),
+                Some(Ok(Message::Text(t))) => self
+                    .pushed
+                    .push(serde_json::from_str(t.as_str()).unwrap_or(Value::Null)),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
                 None => panic!("connection ended without a close frame"),
@@ -196,7 +214,13 @@ pub async fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16,
 }
 
 /// Minimal HTTP/1.1 client over a raw socket, so tests need no HTTP crate.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> (u16, String, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -204,18 +228,31 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>
         req.push_str(&format!("Authorization: Bearer {a}\r\n"));
     }
     let body = body.unwrap_or("");
-    req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("http answer").unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("http answer")
+        .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_owned(), dechunk(head, body))
 }
 
 fn dechunk(head: &str, body: &str) -> String {
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return body.to_owned();
     }
     let mut out = String::new();

@@ -1,13 +1,13 @@
 //! The auth role: register, password login and tokens.
 //!
 //! argon2id costs ~17 ms of CPU and 19 MiB per hash, so hashing never runs on
-//! the async workers: it goes to a fixed pool of OS threads with a bounded
-//! queue ([`pool`]), which answers "full" at once instead of queueing without
-//! limit. Admission in front of it (the `login`/`register` regulator queues)
+//! the async workers: a fixed number of supervised workers run it on tokio's
+//! blocking threads, fed by a bounded queue ([`pool`]) that answers "full" at
+//! once instead of queueing without limit. Admission in front of it (the `login`/`register` regulator queues)
 //! decides who gets a slot; this pool is the last line of defence.
 //!
 //! - [`jwt`]: HS256 tokens with `sub` and `exp`.
-//! - [`pool`]: the bounded blocking pool.
+//! - [`pool`]: supervised hash workers behind a bounded mailbox.
 //! - [`service`]: [`Auth`], the operations the gateway calls.
 
 #![forbid(unsafe_code)]

@@ -5,14 +5,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use argon2::{
-    Argon2,
-    password_hash::{PasswordHasher, PasswordVerifier},
-};
+use argon2::{Argon2, password_hash::PasswordHasher};
 use dialtone_proto::{ErrorCode, Name, codes::Failure};
 use dialtone_store::{Store, StoreError};
 
-use crate::{HashPool, Jwt, PoolError, jwt::TokenError};
+use crate::{
+    HashPool, Jwt, PoolError,
+    jwt::TokenError,
+    pool::{Job, Outcome},
+};
+use supervisor::Faults;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -71,6 +73,11 @@ fn pool_failure(e: PoolError) -> Failure {
             POOL_FULL_RETRY_MS,
         ),
         PoolError::Panicked => Failure::internal(),
+        PoolError::Unavailable => Failure::retry(
+            ErrorCode::Unavailable,
+            "password hashing is restarting",
+            1000,
+        ),
     }
 }
 
@@ -88,11 +95,13 @@ fn decoy_hash() -> &'static str {
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn Store>, cfg: &AuthConfig) -> Self {
+    /// Builds the role; start [`HashPool::child_specs`] of [`Auth::pool`]
+    /// under a supervisor before logging anyone in.
+    pub fn new(store: Arc<dyn Store>, cfg: &AuthConfig, faults: Faults) -> Self {
         Auth {
             store,
             jwt: Jwt::new(&cfg.jwt_secret),
-            pool: HashPool::new(cfg.hash_workers, cfg.hash_queue),
+            pool: HashPool::new(cfg.hash_workers, cfg.hash_queue, faults),
             ttl: cfg.token_ttl,
         }
     }
@@ -130,16 +139,14 @@ impl Auth {
         {
             return Err(store_failure(StoreError::UserExists));
         }
-        let hash = self
+        let Outcome::Hashed(hash) = self
             .pool
-            .run(move || {
-                Argon2::default()
-                    .hash_password(password.as_bytes())
-                    .map(|h| h.to_string())
-            })
+            .run(Job::Hash { password })
             .await
             .map_err(pool_failure)?
-            .map_err(|_| Failure::internal())?;
+        else {
+            return Err(Failure::internal());
+        };
         self.store
             .create_user(&user, hash)
             .await
@@ -160,16 +167,12 @@ impl Auth {
             .map_err(store_failure)?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| decoy_hash().to_owned());
-        let ok = self
+        let outcome = self
             .pool
-            .run(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), hash.as_str())
-                    .is_ok()
-            })
+            .run(Job::Verify { password, hash })
             .await
             .map_err(pool_failure)?;
-        if ok && known {
+        if outcome == Outcome::Verified(true) && known {
             Ok(self.issue(user))
         } else {
             Err(Failure::new(
@@ -221,7 +224,7 @@ mod tests {
     use dialtone_store::MemoryStore;
 
     fn auth() -> Auth {
-        Auth::new(
+        let a = Auth::new(
             Arc::new(MemoryStore::new()),
             &AuthConfig {
                 jwt_secret: b"k".to_vec(),
@@ -229,7 +232,15 @@ mod tests {
                 hash_workers: 2,
                 hash_queue: 8,
             },
-        )
+            Faults::default(),
+        );
+        let mut tree = supervisor::SupervisorSpec::new("auth");
+        for c in a.pool().child_specs() {
+            tree = tree.child(c);
+        }
+        // Dropping the handle leaves the tree running for the test's runtime.
+        drop(tree.start());
+        a
     }
 
     fn n(s: &str) -> Name {

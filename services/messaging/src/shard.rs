@@ -16,37 +16,32 @@ use dialtone_store::{
     Appended, NewMessage, Store, StoreError,
     bus::{ConnId, Member},
 };
-use tokio::sync::{mpsc, oneshot};
+use supervisor::{ChildContext, ChildError, Faults, Mailbox, ServerRef, call};
 
 use crate::{metrics::hot, routes::UserRoutes};
 
-pub type Reply<T> = oneshot::Sender<Result<T, Failure>>;
-
-/// A request to a shard. Each carries its reply channel; a worker that dies
-/// holding one drops it, which the caller sees as `internal`.
-pub enum Command {
-    Join {
-        room: RoomName,
-        member: Member,
-        reply: Reply<u64>,
-    },
-    Leave {
-        room: RoomName,
-        conn: ConnId,
-        reply: Option<Reply<()>>,
-    },
-    Send {
-        msg: NewMessage,
-        reply: Reply<Appended>,
-    },
-    Who {
-        room: RoomName,
-        reply: Reply<Vec<Name>>,
-    },
-    /// Fault injection: panic while holding `reply` (drills and tests; the
-    /// admin switch that sends it is off by default).
-    Crash { reply: Reply<()> },
+/// A request to a shard.
+pub enum Op {
+    Join { room: RoomName, member: Member },
+    Leave { room: RoomName, conn: ConnId },
+    Send(NewMessage),
+    Who(RoomName),
 }
+
+/// A shard's answer, one variant per [`Op`].
+#[derive(Debug)]
+pub enum Done {
+    Seq(u64),
+    Left,
+    Appended(Appended),
+    Users(Vec<Name>),
+}
+
+/// The shard's mailbox: `gen_server:call` semantics from the supervisor
+/// crate. A worker that dies holding a request drops its reply slot, which
+/// the caller sees as `WorkerDied` (answered `internal`); queued requests
+/// wait for the restarted worker.
+pub type ShardRef = ServerRef<Op, Result<Done, Failure>>;
 
 #[derive(Default)]
 struct Room {
@@ -73,7 +68,10 @@ pub struct Table {
 /// Everything a shard worker needs; shared by its incarnations.
 pub struct Shard {
     pub id: usize,
-    mailbox: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    mailbox: Mailbox<Op, Result<Done, Failure>>,
+    faults: Faults,
+    /// `messaging.shard.<id>`: armed, the next request panics this worker.
+    fault_point: String,
     table: Mutex<Table>,
     store: Arc<dyn Store>,
     routes: Arc<UserRoutes>,
@@ -96,11 +94,14 @@ impl Shard {
         capacity: usize,
         store: Arc<dyn Store>,
         routes: Arc<UserRoutes>,
-    ) -> (Arc<Shard>, mpsc::Sender<Command>) {
-        let (tx, rx) = mpsc::channel(capacity);
+        faults: Faults,
+    ) -> (Arc<Shard>, ShardRef) {
+        let (tx, mailbox) = call::channel(capacity);
         let shard = Shard {
             id,
-            mailbox: tokio::sync::Mutex::new(rx),
+            mailbox,
+            faults,
+            fault_point: format!("messaging.shard.{id}"),
             table: Mutex::default(),
             store,
             routes,
@@ -114,41 +115,42 @@ impl Shard {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The worker loop: serves the mailbox until every sender is gone.
-    /// Run it under a supervisor, which restarts it after a panic; queued
-    /// commands wait in the mailbox meanwhile.
-    pub async fn run(self: Arc<Self>) {
-        let mut mailbox = self.mailbox.lock().await;
-        while let Some(cmd) = mailbox.recv().await {
-            self.handle(cmd).await;
+    /// The worker loop: serves the mailbox until shutdown. Run it under a
+    /// supervisor, which restarts it after a panic; queued requests wait in
+    /// the mailbox meanwhile.
+    ///
+    /// # Errors
+    /// Never; a worker ends by shutdown or by panicking.
+    pub async fn run(self: Arc<Self>, ctx: ChildContext) -> Result<(), ChildError> {
+        let mut inbox = self.mailbox.take().await;
+        loop {
+            tokio::select! {
+                () = ctx.cancelled() => return Ok(()),
+                req = inbox.recv() => {
+                    let Some(req) = req else { return Ok(()) };
+                    // Drills: panic while holding this request's reply slot.
+                    self.faults.check(&self.fault_point);
+                    let done = self.handle(req.request).await;
+                    // The caller may have gone (connection closed); nothing to do then.
+                    let _ = req.reply.send(done);
+                }
+            }
         }
     }
 
-    async fn handle(&self, cmd: Command) {
-        match cmd {
-            Command::Join {
-                room,
-                member,
-                reply,
-            } => {
-                let seq = self.store.latest_seq(&room).await.map_err(store_failure);
-                if seq.is_ok() {
-                    self.join(&room, member);
-                }
-                // The caller may have gone (connection closed); nothing to do then.
-                let _ = reply.send(seq);
+    async fn handle(&self, op: Op) -> Result<Done, Failure> {
+        match op {
+            Op::Join { room, member } => {
+                let seq = self.store.latest_seq(&room).await.map_err(store_failure)?;
+                self.join(&room, member);
+                Ok(Done::Seq(seq))
             }
-            Command::Leave { room, conn, reply } => {
+            Op::Leave { room, conn } => {
                 self.leave(&room, conn);
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(()));
-                }
+                Ok(Done::Left)
             }
-            Command::Send { msg, reply } => {
-                let result = self.send(msg).await;
-                let _ = reply.send(result);
-            }
-            Command::Who { room, reply } => {
+            Op::Send(msg) => self.send(msg).await.map(Done::Appended),
+            Op::Who(room) => {
                 let mut users: Vec<Name> = self
                     .table()
                     .rooms
@@ -156,14 +158,7 @@ impl Shard {
                     .map(|r| r.users.keys().cloned().collect())
                     .unwrap_or_default();
                 users.sort();
-                let _ = reply.send(Ok(users));
-            }
-            Command::Crash { reply } => {
-                let _held = reply;
-                panic!(
-                    "fault injection: messaging shard {} crashed on request",
-                    self.id
-                );
+                Ok(Done::Users(users))
             }
         }
     }
