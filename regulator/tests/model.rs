@@ -1,0 +1,232 @@
+//! A proptest state-machine model of one queue, on tokio's paused clock.
+//!
+//! Random sequences of asks (weights, priorities, deadlines), permit drops,
+//! cancellations and clock advances, under random limits and disciplines.
+//! After every step: every ask is answered at most once and by its expiry
+//! (`max_wait` or deadline), in-flight equals the weight of the permits the
+//! driver holds (so permits are freed on drop and on cancellation) and never
+//! exceeds the limit, and the queue holds exactly the unanswered asks (a
+//! cancelled waiter leaves at once). At the end every ask not cancelled has been answered
+//! exactly once and the queue is empty with nothing in flight.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use regulator::{
+    Discipline, Permit, Priority, QueueConfig, Reason, Regulator, RegulatorConfig, Request,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Ask {
+        weight: u32,
+        priority: u8,
+        deadline_ms: Option<u64>,
+    },
+    Release(usize),
+    Cancel(usize),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..=2u32, 0..3u8, proptest::option::of(0..150u64)).prop_map(|(weight, priority, deadline_ms)| Op::Ask { weight, priority, deadline_ms }),
+        3 => any::<usize>().prop_map(Op::Release),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        3 => (0..40u64).prop_map(Op::Advance),
+    ]
+}
+
+fn discipline() -> impl Strategy<Value = Discipline> {
+    prop_oneof![
+        Just(Discipline::Fifo),
+        Just(Discipline::Lifo),
+        Just(Discipline::Codel),
+        Just(Discipline::AdaptiveLifo),
+    ]
+}
+
+struct Pending {
+    handle: tokio::task::JoinHandle<()>,
+    expiry: Instant,
+}
+
+async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
+type Answer = (usize, Result<Permit, Reason>, Instant);
+
+fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, ops: Vec<Op>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut cfg = RegulatorConfig::default();
+        cfg.queues.insert(
+            "q".into(),
+            QueueConfig {
+                max_concurrency: Some(limit),
+                max_size,
+                max_wait_ms: max_wait,
+                discipline,
+                codel_interval_ms: 20,
+                lifo_timeout_ms: 15,
+                ..QueueConfig::default()
+            },
+        );
+        let r = Regulator::new(cfg).unwrap();
+        let q = r.queue("q").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+        let mut pending: HashMap<usize, Pending> = HashMap::new();
+        let mut answered: HashMap<usize, Reason> = HashMap::new();
+        let mut cancelled = 0usize;
+        let mut held: Vec<Permit> = Vec::new();
+        let mut next_id = 0usize;
+
+        let check = |pending: &mut HashMap<usize, Pending>,
+                     held: &mut Vec<Permit>,
+                     answered: &mut HashMap<usize, Reason>,
+                     rx: &mut mpsc::UnboundedReceiver<Answer>| {
+            while let Ok((id, res, at)) = rx.try_recv() {
+                let p = pending
+                    .remove(&id)
+                    .expect("answered exactly once, and not after cancellation");
+                assert!(
+                    at <= p.expiry + Duration::from_millis(1),
+                    "answered after its expiry"
+                );
+                match res {
+                    Ok(permit) => held.push(permit),
+                    Err(reason) => {
+                        answered.insert(id, reason);
+                    }
+                }
+            }
+            let now = Instant::now();
+            for p in pending.values() {
+                assert!(
+                    now <= p.expiry + Duration::from_millis(1),
+                    "a waiter is past its expiry unanswered"
+                );
+            }
+            // Every unanswered ask is a waiter, and nothing else is.
+            assert_eq!(q.len(), pending.len(), "queue length = unanswered asks");
+            let weight: u64 = held.iter().map(|p| u64::from(p.weight())).sum();
+            assert_eq!(q.in_flight(), weight, "in flight = permits held");
+            assert!(
+                weight <= u64::from(limit),
+                "in flight {weight} above limit {limit}"
+            );
+        };
+
+        for op in ops {
+            match op {
+                Op::Ask {
+                    weight,
+                    priority,
+                    deadline_ms,
+                } => {
+                    let id = next_id;
+                    next_id += 1;
+                    let now = Instant::now();
+                    let mut req = Request::new()
+                        .weight(weight.min(limit))
+                        .priority(Priority::Rejectable(priority));
+                    let mut expiry = now + Duration::from_millis(max_wait);
+                    if let Some(d) = deadline_ms {
+                        let d = now + Duration::from_millis(d);
+                        req = req.deadline(d);
+                        expiry = expiry.min(d);
+                    }
+                    let (q, tx) = (q.clone(), tx.clone());
+                    let handle = tokio::spawn(async move {
+                        let res = q.ask(req).await.map_err(|e| e.reason);
+                        // The driver outlives every task.
+                        let _ = tx.send((id, res, Instant::now()));
+                    });
+                    pending.insert(id, Pending { handle, expiry });
+                }
+                Op::Release(i) => {
+                    if !held.is_empty() {
+                        let i = i % held.len();
+                        drop(held.swap_remove(i));
+                    }
+                }
+                Op::Cancel(i) => {
+                    if !pending.is_empty() {
+                        let mut ids: Vec<usize> = pending.keys().copied().collect();
+                        ids.sort_unstable();
+                        let id = ids[i % ids.len()];
+                        settle().await;
+                        // It may have been answered meanwhile; only cancel a real waiter.
+                        check(&mut pending, &mut held, &mut answered, &mut rx);
+                        if let Some(p) = pending.remove(&id) {
+                            p.handle.abort();
+                            let _ = p.handle.await;
+                            cancelled += 1;
+                            // An answer sent just before the abort is drained (and dropped) here.
+                            while let Ok((aid, res, _)) = rx.try_recv() {
+                                if aid == id {
+                                    drop(res);
+                                } else if let Some(_p) = pending.remove(&aid) {
+                                    match res {
+                                        Ok(permit) => held.push(permit),
+                                        Err(reason) => {
+                                            answered.insert(aid, reason);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Op::Advance(ms) => {
+                    // One millisecond at a time, so an answer's timestamp shows
+                    // when it was given, not where a big jump landed.
+                    for _ in 0..ms {
+                        tokio::time::advance(Duration::from_millis(1)).await;
+                        settle().await;
+                        check(&mut pending, &mut held, &mut answered, &mut rx);
+                    }
+                }
+            }
+            settle().await;
+            check(&mut pending, &mut held, &mut answered, &mut rx);
+        }
+        // Let every waiter reach its expiry.
+        for _ in 0..max_wait + 200 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            settle().await;
+            check(&mut pending, &mut held, &mut answered, &mut rx);
+        }
+        assert!(pending.is_empty(), "every ask answered");
+        assert_eq!(answered.len() + held.len() + cancelled <= next_id, true);
+        drop(held);
+        settle().await;
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.len(), 0);
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queue_model_holds(
+        limit in 1..4u32,
+        max_size in 0..5u32,
+        max_wait in 5..80u64,
+        discipline in discipline(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        run_model(limit, max_size, max_wait, discipline, ops);
+    }
+}
