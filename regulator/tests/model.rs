@@ -86,14 +86,14 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
         let q = r.queue("q").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
         let mut pending: HashMap<usize, Pending> = HashMap::new();
-        let mut answered: HashMap<usize, Reason> = HashMap::new();
+        let mut answered: HashMap<usize, Option<Reason>> = HashMap::new();
         let mut cancelled = 0usize;
         let mut held: Vec<Permit> = Vec::new();
         let mut next_id = 0usize;
 
         let check = |pending: &mut HashMap<usize, Pending>,
                      held: &mut Vec<Permit>,
-                     answered: &mut HashMap<usize, Reason>,
+                     answered: &mut HashMap<usize, Option<Reason>>,
                      rx: &mut mpsc::UnboundedReceiver<Answer>| {
             while let Ok((id, res, at)) = rx.try_recv() {
                 let p = pending
@@ -104,9 +104,12 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                     "answered after its expiry"
                 );
                 match res {
-                    Ok(permit) => held.push(permit),
+                    Ok(permit) => {
+                        held.push(permit);
+                        answered.insert(id, None);
+                    }
                     Err(reason) => {
-                        answered.insert(id, reason);
+                        answered.insert(id, Some(reason));
                     }
                 }
             }
@@ -178,9 +181,12 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                                     drop(res);
                                 } else if let Some(_p) = pending.remove(&aid) {
                                     match res {
-                                        Ok(permit) => held.push(permit),
+                                        Ok(permit) => {
+                                            held.push(permit);
+                                            answered.insert(aid, None);
+                                        }
                                         Err(reason) => {
-                                            answered.insert(aid, reason);
+                                            answered.insert(aid, Some(reason));
                                         }
                                     }
                                 }
@@ -208,7 +214,11 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
             check(&mut pending, &mut held, &mut answered, &mut rx);
         }
         assert!(pending.is_empty(), "every ask answered");
-        assert_eq!(answered.len() + held.len() + cancelled <= next_id, true);
+        assert_eq!(
+            answered.len() + cancelled,
+            next_id,
+            "each ask answered once or cancelled"
+        );
         drop(held);
         settle().await;
         assert_eq!(q.in_flight(), 0);
