@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let node = match Node::start(cfg).await {
             Ok(n) => n,
             Err(e) => {
@@ -98,5 +98,8 @@ fn main() -> ExitCode {
         node.drain().await;
         tracing::info!("drained; exiting");
         ExitCode::SUCCESS
-    })
+    });
+    // Everything was stopped in order above; do not wait on stray blocking threads.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

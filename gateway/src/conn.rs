@@ -85,20 +85,21 @@ async fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> Result<(), (
     }
 }
 
-/// Sends the close frame and waits (bounded) for the peer's echo.
+/// How long to wait for the peer to answer our close frame; a client that
+/// stopped reading must not hold a drain or a task for long.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends the close frame (bounded by `limit`: the socket may be full) and
+/// waits briefly for the peer's echo.
 async fn finish(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
     telemetry::close(code);
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = timeout(limit, async {
-        if ws.send(Message::Close(Some(frame))).await.is_ok() {
-            // Read until the peer answers the close or goes away.
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
+    if let Ok(Ok(())) = timeout(limit, ws.send(Message::Close(Some(frame)))).await {
+        let _ = timeout(CLOSE_LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    }
 }
 
 async fn run(

@@ -1,0 +1,95 @@
+//! PROTOCOL.md "Error codes" and "Close codes": bad input never crashes,
+//! hangs or leaks; oversized frames get 1009; slow consumers get 1013.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn malformed_frames_get_bad_request_and_the_connection_stays_open() {
+    let node = start(&[]).await;
+    let mut c = Client::as_user(node.addr(), "m").await;
+    for bad in [
+        "not json",
+        "[1,2,3]",
+        "{}",
+        r#"{"type":"nope","ref":1}"#,
+        r#"{"type":42}"#,
+        r#"{"type":"join"}"#,
+        r#"{"type":"join","room":"has space"}"#,
+        r#"{"type":"join","room":""}"#,
+        r#"{"type":"send","room":"r"}"#,
+        r#"{"type":"history","room":"r","after":-1}"#,
+        r#"{"type":"register","user":"x"}"#,
+    ] {
+        c.send_text(bad).await;
+        let v = c.recv().await;
+        assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("bad_request")), "{bad} -> {v}");
+    }
+    // ref is echoed even when another field is malformed.
+    let v = c.request(json!({"type":"join","room":5})).await;
+    assert_eq!(v["code"], "bad_request");
+    c.ok(json!({"type":"ping"})).await;
+}
+
+#[tokio::test]
+async fn binary_frames_are_bad_requests() {
+    let node = start(&[]).await;
+    let mut c = Client::as_user(node.addr(), "b").await;
+    c.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let v = c.recv().await;
+    assert_eq!(v["code"], "bad_request");
+    c.ok(json!({"type":"ping"})).await;
+}
+
+#[tokio::test]
+async fn oversized_frame_gets_close_1009() {
+    let node = start(&[("DIALTONE_LIMITS__MAX_FRAME_BYTES", "1024"), ("DIALTONE_LIMITS__MAX_BODY_BYTES", "512")]).await;
+    let mut c = Client::as_user(node.addr(), "big").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    let body = "x".repeat(2000);
+    c.send_text(json!({"type":"send","room":"r","body":body}).to_string()).await;
+    assert_eq!(c.closed().await, 1009);
+    // Nothing was stored, and the node still serves others.
+    let mut d = Client::as_user(node.addr(), "other").await;
+    d.ok(json!({"type":"join","room":"r"})).await;
+    let h = d.ok(json!({"type":"history","room":"r"})).await;
+    assert_eq!(h["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn slow_consumer_gets_1013_and_the_room_does_not_stall() {
+    let node = start(&[("DIALTONE_GATEWAY__OUTBOX_FRAMES", "64"), ("DIALTONE_GATEWAY__WRITE_TIMEOUT_MS", "10000")]).await;
+    let addr = node.addr();
+    // The slow client joins and then stops reading.
+    let mut slow = Client::as_user(addr, "slow").await;
+    slow.ok(json!({"type":"join","room":"flood"})).await;
+    let mut fast = Client::as_user(addr, "fast").await;
+    fast.ok(json!({"type":"join","room":"flood"})).await;
+    let mut sender = Client::as_user(addr, "sender").await;
+    sender.ok(json!({"type":"join","room":"flood"})).await;
+    // Enough bytes to fill the socket buffers, then the outbox.
+    let body = "y".repeat(4000);
+    let total = 3000u64;
+    let reader = tokio::spawn(async move {
+        let mut last = 0;
+        while last < total {
+            let m = fast.next_push("message").await;
+            last = m["seq"].as_u64().unwrap();
+        }
+        last
+    });
+    for _ in 0..total {
+        sender.ok(json!({"type":"send","room":"flood","body":body})).await;
+    }
+    // The fast reader got everything: the slow one did not hold the room back.
+    let last = tokio::time::timeout(Duration::from_secs(30), reader).await.expect("fast reader keeps up").unwrap();
+    assert_eq!(last, total);
+    // The slow client, reading at last, finds the close 1013 after what was buffered.
+    assert_eq!(slow.closed().await, 1013);
+}
