@@ -54,8 +54,8 @@ pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guar
     let outbox = Arc::new(Outbox::new(gw.cfg.outbox_frames));
     let deliver: Arc<dyn Deliver> = outbox.clone();
     let mut session = Session::new(gw.next_conn_id(), None, gw.cfg.max_body_bytes);
-    if let Some(user) = user {
-        if let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await {
+    if let Some(user) = user
+        && let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await {
             let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
             finish(
                 &mut ws,
@@ -66,7 +66,6 @@ pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guar
             .await;
             return;
         }
-    }
     let end = run(&mut ws, &mut session, &gw, &outbox, &deliver).await;
     if let Some(user) = session.user() {
         gw.bus
@@ -186,11 +185,10 @@ async fn on_text(
     let frame = client::parse(text);
     let r#ref = frame.r#ref.clone();
     let handled = AssertUnwindSafe(async {
-        if gw.cfg.fault_injection {
-            if let Some(user) = session.user() {
+        if gw.cfg.fault_injection
+            && let Some(user) = session.user() {
                 gw.faults.check(&format!("session.{user}"));
             }
-        }
         session.handle(frame, gw.bus.as_ref(), deliver).await
     })
     .catch_unwind()

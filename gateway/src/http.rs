@@ -190,18 +190,34 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-/// `Err` is the response to send: 404 when admin is off, 401 without the token.
-fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+/// Why an admin request is refused.
+enum Denied {
+    /// No `admin.token` configured: the endpoints do not exist (404).
+    Hidden,
+    /// Missing or wrong bearer token (401).
+    Unauthorized,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Hidden => StatusCode::NOT_FOUND.into_response(),
+            Denied::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "admin token required"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Denied> {
     let Some(expected) = gw.cfg.admin_token.as_deref() else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(Denied::Hidden);
     };
     match bearer(headers) {
         Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "admin token required"})),
-        )
-            .into_response()),
+        _ => Err(Denied::Unauthorized),
     }
 }
 
@@ -212,7 +228,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn admin_regulator(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     match authorize(&gw, &headers) {
         Ok(()) => Json(gw.admin.regulator()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -223,7 +239,7 @@ async fn admin_retune(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authorize(&gw, &headers) {
-        return r;
+        return r.into_response();
     }
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     match parsed
@@ -238,7 +254,7 @@ async fn admin_retune(
 async fn admin_tree(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     match authorize(&gw, &headers) {
         Ok(()) => Json(gw.admin.tree()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -248,7 +264,7 @@ async fn admin_fault(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authorize(&gw, &headers) {
-        return r;
+        return r.into_response();
     }
     if !gw.cfg.fault_injection {
         return (

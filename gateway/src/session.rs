@@ -311,11 +311,10 @@ impl Session {
                 cid,
                 to,
             } => {
-                if let Some(to) = &to {
-                    if !bus.user_known(to).await? {
+                if let Some(to) = &to
+                    && !bus.user_known(to).await? {
                         return Err(Failure::new(ErrorCode::NotFound, format!("no user `{to}`")));
                     }
-                }
                 let from = self.me()?.clone();
                 let started = std::time::Instant::now();
                 let sent = bus.send(room, from, body, cid).await?;
@@ -399,6 +398,7 @@ struct WhoOk<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dialtone_proto::client;
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()

@@ -12,9 +12,12 @@ use dialtone_store::bus::{ConnId, Deliver, Member};
 
 const SHARDS: usize = 32;
 
+/// One lock's worth of users and their connections' outboxes.
+type Table = HashMap<Name, Vec<(ConnId, Arc<dyn Deliver>)>>;
+
 /// Sharded so that logins and logouts of different users rarely contend.
 pub struct UserRoutes {
-    shards: Vec<Mutex<HashMap<Name, Vec<(ConnId, Arc<dyn Deliver>)>>>>,
+    shards: Vec<Mutex<Table>>,
 }
 
 impl Default for UserRoutes {
@@ -26,7 +29,7 @@ impl Default for UserRoutes {
 }
 
 impl UserRoutes {
-    fn shard(&self, user: &Name) -> MutexGuard<'_, HashMap<Name, Vec<(ConnId, Arc<dyn Deliver>)>>> {
+    fn shard(&self, user: &Name) -> MutexGuard<'_, Table> {
         let h = user
             .as_str()
             .bytes()

@@ -218,10 +218,10 @@ impl Envelope {
                         ));
                     }
                 };
-                if let Some(Ref::Str(s)) = &self.cid {
-                    if s.is_empty() || s.len() > MAX_CID_LEN {
-                        return Err(Failure::bad_request("`cid` must be 1 to 128 bytes"));
-                    }
+                if let Some(Ref::Str(s)) = &self.cid
+                    && (s.is_empty() || s.len() > MAX_CID_LEN)
+                {
+                    return Err(Failure::bad_request("`cid` must be 1 to 128 bytes"));
                 }
                 Request::Send {
                     target,
