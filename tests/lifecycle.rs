@@ -62,14 +62,14 @@ fn sigterm(p: &Proc) {
     assert!(ok.success());
 }
 
-fn wait_exit(p: &mut Proc, limit: Duration) -> i32 {
+async fn wait_exit(p: &mut Proc, limit: Duration) -> i32 {
     let start = Instant::now();
     loop {
         if let Some(status) = p.child.try_wait().unwrap() {
             return status.code().unwrap_or(-1);
         }
         assert!(start.elapsed() < limit, "process did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -134,7 +134,7 @@ async fn sigterm_drains_goaway_then_1012_and_exits_zero() {
     let started = Instant::now();
     assert_eq!(c.closed().await, 1012);
     assert!(started.elapsed() >= Duration::from_millis(1000), "closed only after the grace");
-    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)), 0);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)).await, 0);
 }
 
 #[tokio::test]
@@ -145,5 +145,5 @@ async fn drain_ends_early_when_every_client_has_left() {
     sigterm(&p);
     c.next_push("goaway").await;
     drop(c);
-    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)), 0);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)).await, 0);
 }
