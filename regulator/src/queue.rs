@@ -211,14 +211,41 @@ impl Shared {
         self.dispatch(&mut st, now, now);
     }
 
+    /// The fast path: an answer without waiting, or what blocked the request
+    /// (then it must go through [`Shared::wait`]). Atomics only, unless a
+    /// per-key rate or a group is configured.
+    pub(crate) fn try_fast(self: &Arc<Self>, req: &Request) -> Result<Answer, Block> {
+        let now = self.clock.now();
+        if req.priority == Priority::NonRejectable || !self.limits.enabled.load(Ordering::Relaxed) {
+            self.limits.force(req.weight);
+            return Ok(Ok(self.grant(req.weight, now, 0)));
+        }
+        if let Err(wait) = self.limits.try_key(req.key, now) {
+            return Ok(Err(self.reject(Reason::KeyRate, wait, now)));
+        }
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            // No barging past waiters: join the queue.
+            return Err(Block {
+                reason: Reason::Concurrency,
+                wait: None,
+            });
+        }
+        match self.limits.try_acquire(req.weight, now) {
+            Ok(()) => Ok(Ok(self.grant(req.weight, now, 0))),
+            Err(b) => Err(b),
+        }
+    }
+
     /// Admission past the fast path: enqueue, or answer at once.
     fn enqueue(
         self: &Arc<Self>,
         req: &Request,
         mut block: Block,
-        now: Nanos,
     ) -> Result<(oneshot::Receiver<Answer>, Key, Nanos), Answer> {
         let mut st = self.lock();
+        // Read the clock again under the lock: the fast path's reading may be
+        // stale by a preemption, and a stale instant looks like a rate excess.
+        let now = self.clock.now();
         if st.rt.is_none() {
             st.rt = tokio::runtime::Handle::try_current().ok();
         }
@@ -291,8 +318,8 @@ impl Shared {
 
     /// Waits for an answer until `expiry`. Cancel-safe: dropping the future
     /// removes the waiter, or releases a permit granted in the meantime.
-    async fn wait(self: &Arc<Self>, req: Request, block: Block, now: Nanos) -> Answer {
-        let (rx, key, expiry) = match self.enqueue(&req, block, now) {
+    pub(crate) async fn wait(self: &Arc<Self>, req: Request, block: Block) -> Answer {
+        let (rx, key, expiry) = match self.enqueue(&req, block) {
             Ok(x) => x,
             Err(answer) => return answer,
         };
@@ -377,27 +404,10 @@ impl Queue {
     /// Dropping the future leaves the queue cleanly: the waiter is removed and
     /// a permit granted in the meantime is released.
     pub async fn ask(&self, req: Request) -> Result<Permit, Rejected> {
-        let s = &self.shared;
-        let now = s.clock.now();
-        if req.priority == Priority::NonRejectable || !s.limits.enabled.load(Ordering::Relaxed) {
-            s.limits.force(req.weight);
-            return Ok(s.grant(req.weight, now, 0));
+        match self.shared.try_fast(&req) {
+            Ok(answer) => answer,
+            Err(block) => self.shared.wait(req, block).await,
         }
-        if let Err(wait) = s.limits.try_key(req.key, now) {
-            return Err(s.reject(Reason::KeyRate, wait, now));
-        }
-        let block = if s.waiting.load(Ordering::SeqCst) == 0 {
-            match s.limits.try_acquire(req.weight, now) {
-                Ok(()) => return Ok(s.grant(req.weight, now, 0)),
-                Err(b) => b,
-            }
-        } else {
-            Block {
-                reason: Reason::Concurrency,
-                wait: None,
-            }
-        };
-        s.wait(req, block, now).await
     }
 
     /// Runs `fut` under a permit of this queue.

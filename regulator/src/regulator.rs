@@ -120,11 +120,20 @@ impl Regulator {
     /// # Cancel safety
     /// Dropping the future leaves the queue cleanly (no slot leaked).
     pub async fn ask(&self, name: &str, req: Request) -> Result<Permit, Rejected> {
-        let queue = self.queue(name);
-        match queue {
-            Some(q) => q.ask(req).await,
-            None => Ok(Permit::unregulated()),
-        }
+        // The fast path runs under the map guard, without cloning the queue
+        // handle (an atomic increment shared by every caller).
+        let block = {
+            let queues = self.inner.queues.load();
+            let Some(q) = queues.get(name) else {
+                return Ok(Permit::unregulated());
+            };
+            match q.shared.try_fast(&req) {
+                Ok(answer) => return answer,
+                Err(block) => (Arc::clone(&q.shared), block),
+            }
+        };
+        let (shared, block) = block;
+        shared.wait(req, block).await
     }
 
     /// Runs `fut` under a permit of queue `name`; the permit is released when
