@@ -4,9 +4,10 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use serde::Deserialize;
+use regulator::{Discipline, QueueConfig, RegulatorConfig};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub gateway: GatewaySection,
@@ -15,12 +16,12 @@ pub struct Config {
     pub store: StoreSection,
     pub admin: AdminSection,
     pub messaging: MessagingSection,
-    /// `[regulator.queues.<name>]` tables; validated by the regulator crate.
-    pub regulator: serde_json::Value,
+    /// `[regulator.queues.<name>]` tables; defaults in [`default_queues`].
+    pub regulator: RegulatorConfig,
     pub log: LogSection,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySection {
     pub listen: SocketAddr,
@@ -48,7 +49,7 @@ impl Default for GatewaySection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// HS256 secret; random per start (with a warning) when unset.
@@ -72,7 +73,7 @@ impl Default for AuthSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     pub max_frame_bytes: usize,
@@ -88,7 +89,7 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     #[default]
@@ -96,7 +97,7 @@ pub enum Backend {
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     pub backend: Backend,
@@ -112,7 +113,7 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Bearer token for `/admin/*`; unset hides them (404).
@@ -121,7 +122,7 @@ pub struct AdminSection {
     pub fault_injection: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagingSection {
     pub shards: usize,
@@ -145,7 +146,7 @@ impl Default for MessagingSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json`.
@@ -185,7 +186,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder();
+        let mut builder = config::Config::builder().add_source(defaults()?);
         if let Some(path) = file {
             builder = builder.add_source(
                 config::File::from(path)
@@ -205,6 +206,32 @@ impl Config {
                 .source(Some(env)),
         );
         let cfg: Config = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a config file's text with the process environment on top
+    /// (the file watcher's view: environment still wins over the file).
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let env: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("DIALTONE_"))
+            .collect();
+        let cfg: Config = config::Config::builder()
+            .add_source(defaults()?)
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("DIALTONE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| ConfigError(one_line(&e.to_string())))?;
@@ -237,12 +264,95 @@ impl Config {
         if self.store.backend == Backend::Redis {
             return bad("store.backend = \"redis\" is not available in this build; use \"memory\"");
         }
-        Ok(())
+        regulator::Regulator::new(self.regulator.clone())
+            .map(drop)
+            .map_err(|e| ConfigError(one_line(&format!("regulator: {e}"))))
     }
 
     pub fn login_timeout(&self) -> Duration {
         Duration::from_millis(self.auth.login_timeout_ms)
     }
+}
+
+/// Config defaults as a source, so a file that sets one key of a queue
+/// keeps the dialtone defaults of that queue's other keys.
+fn defaults() -> Result<config::Config, ConfigError> {
+    config::Config::try_from(&Config::default())
+        .map_err(|e| ConfigError(one_line(&format!("defaults: {e}"))))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway: GatewaySection::default(),
+            auth: AuthSection::default(),
+            limits: LimitsSection::default(),
+            store: StoreSection::default(),
+            admin: AdminSection::default(),
+            messaging: MessagingSection::default(),
+            regulator: RegulatorConfig {
+                queues: default_queues(),
+                ..RegulatorConfig::default()
+            },
+            log: LogSection::default(),
+        }
+    }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
+}
+
+/// dialtone's admission queues, documented in ops/dialtone.toml.
+pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
+    let q = QueueConfig::default;
+    // argon2 costs ~17 ms of one core: more hashes at once than cores only
+    // adds latency; a short queue and a short wait keep logins predictable.
+    let argon2 = QueueConfig {
+        max_concurrency: Some(cores()),
+        max_size: 32,
+        max_wait_ms: 300,
+        discipline: Discipline::Fifo,
+        ..q()
+    };
+    [
+        (
+            "connect",
+            QueueConfig {
+                rate_per_sec: Some(20_000.0),
+                burst: 5000,
+                max_size: 0,
+                ..q()
+            },
+        ),
+        ("login", argon2.clone()),
+        ("register", argon2),
+        (
+            "send",
+            QueueConfig {
+                max_concurrency: Some(4096),
+                max_size: 1024,
+                max_wait_ms: 100,
+                discipline: Discipline::Codel,
+                key_rate_per_sec: Some(50.0),
+                key_burst: 100,
+                key_table_size: 100_000,
+                ..q()
+            },
+        ),
+        (
+            "history",
+            QueueConfig {
+                max_concurrency: Some(64),
+                max_size: 256,
+                max_wait_ms: 200,
+                ..q()
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(n, c)| (n.to_owned(), c))
+    .collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -328,6 +438,22 @@ mod tests {
         let e =
             Config::load_from(Some(Path::new("/nonexistent/dialtone.toml")), env(&[])).unwrap_err();
         assert!(!e.to_string().is_empty());
+    }
+
+    #[test]
+    fn a_file_setting_one_queue_key_keeps_the_other_defaults() {
+        let f = file("[regulator.queues.login]\nmax_size = 7\n");
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        let login = &c.regulator.queues["login"];
+        assert_eq!(login.max_size, 7);
+        assert_eq!(login.max_wait_ms, 300, "dialtone default kept");
+        assert!(c.regulator.queues.contains_key("send"), "other queues kept");
+    }
+
+    #[test]
+    fn an_invalid_queue_is_refused() {
+        let f = file("[regulator.queues.login]\nmax_sizee = 7\n");
+        assert!(Config::load_from(Some(f.path()), env(&[])).is_err());
     }
 
     #[test]

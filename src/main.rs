@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let node = match Node::start(cfg).await {
+        let node = match Node::start_watching(cfg, config).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("dialtone: {e}");

@@ -6,6 +6,7 @@
 //! ├── auth (one_for_one)     hash_worker_0..N: argon2 on blocking threads
 //! ├── messaging (one_for_one) shard_0..N: one writer per room
 //! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop
+//! ├── samplers               regulator feedback: CPU, scheduler delay
 //! └── metrics                Prometheus upkeep
 //! ```
 //!
@@ -14,6 +15,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -21,7 +23,8 @@ use std::{
 use dialtone_auth::{Auth, AuthConfig};
 use dialtone_gateway::{Gateway, GatewayConfig, http::Admin, listener, router};
 use dialtone_messaging::{Messaging, MessagingConfig};
-use dialtone_store::{BoxFuture, MemoryStore, Store};
+use dialtone_store::{MemoryStore, Store};
+use regulator::Regulator;
 use serde_json::{Value, json};
 use supervisor::{ChildSpec, Faults, GaveUp, Restart, Strategy, SupervisorHandle, SupervisorSpec};
 
@@ -34,6 +37,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("regulator: {0}")]
+    Regulator(String),
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -42,6 +52,8 @@ pub struct Node {
     gateway: Arc<Gateway>,
     tree: SupervisorHandle,
     jwt_secret: Vec<u8>,
+    /// Keeps the config file watcher alive (live regulator retuning).
+    _watch: Option<regulator::watch::WatchHandle>,
 }
 
 struct NodeAdmin {
@@ -51,23 +63,11 @@ struct NodeAdmin {
 }
 
 impl Admin for NodeAdmin {
-    fn regulator(&self) -> Value {
-        json!({"queues": {}})
-    }
-
-    fn retune(&self, queue: &str, _body: Value) -> Result<Value, String> {
-        Err(format!("no admission queue named `{queue}`"))
-    }
-
     fn tree(&self) -> Value {
         self.tree
             .get()
             .and_then(|t| serde_json::to_value(t.snapshot()).ok())
             .unwrap_or(Value::Null)
-    }
-
-    fn admit_connect(&self) -> BoxFuture<'_, Result<Option<Box<dyn Send + Sync>>, u64>> {
-        Box::pin(async { Ok(None) })
     }
 
     /// `{"point": "<name>", "times": n}` arms a named point;
@@ -146,6 +146,20 @@ fn listener_spec(std_listener: Arc<std::net::TcpListener>, gateway: Arc<Gateway>
     .shutdown_grace(Duration::from_secs(5))
 }
 
+/// The regulator's feedback loop: samples CPU and scheduler delay and
+/// dampens queue limits by their modifiers.
+fn samplers_spec(regulator: Regulator) -> ChildSpec {
+    ChildSpec::worker("samplers", Restart::Permanent, move |ctx| {
+        let regulator = regulator.clone();
+        Box::pin(async move {
+            let feedback = regulator.spawn_feedback(Duration::from_millis(250));
+            ctx.cancelled().await;
+            feedback.abort();
+            Ok(())
+        })
+    })
+}
+
 fn metrics_spec(gateway: &Gateway) -> ChildSpec {
     let handle = gateway.metrics().clone();
     ChildSpec::worker("metrics", Restart::Permanent, move |ctx| {
@@ -168,6 +182,18 @@ impl Node {
     /// # Errors
     /// When the listen address cannot be bound.
     pub async fn start(cfg: Config) -> Result<Node, StartError> {
+        Self::start_watching(cfg, None).await
+    }
+
+    /// Like [`Node::start`], and reloads the regulator queues whenever
+    /// `config_file` changes (an invalid file keeps the running settings).
+    ///
+    /// # Errors
+    /// When the listen address cannot be bound or the file not watched.
+    pub async fn start_watching(
+        cfg: Config,
+        config_file: Option<PathBuf>,
+    ) -> Result<Node, StartError> {
         let jwt_secret = match &cfg.auth.jwt_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => {
@@ -214,7 +240,27 @@ impl Node {
             faults: faults.clone(),
             tree: OnceLock::new(),
         });
-        let gateway = Gateway::new(gateway_config(&cfg), bus, admin.clone(), faults);
+        let regulator = Regulator::new(cfg.regulator.clone())
+            .map_err(|e| StartError::Regulator(e.to_string()))?;
+        let watch = match config_file {
+            Some(path) => Some(
+                regulator
+                    .watch_file(path.clone(), |text| {
+                        Config::from_toml_str(text)
+                            .map(|c| c.regulator)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|source| StartError::Watch { path, source })?,
+            ),
+            None => None,
+        };
+        let gateway = Gateway::new(
+            gateway_config(&cfg),
+            bus,
+            regulator.clone(),
+            admin.clone(),
+            faults,
+        );
 
         let bind_err = |source| StartError::Bind {
             addr: cfg.gateway.listen,
@@ -250,6 +296,7 @@ impl Node {
             .child(ChildSpec::supervisor(auth_sup))
             .child(ChildSpec::supervisor(messaging_sup))
             .child(ChildSpec::supervisor(gateway_sup))
+            .child(samplers_spec(regulator))
             .child(metrics_spec(&gateway))
             .start();
         // Set once, right after the tree exists; nothing else sets it.
@@ -259,6 +306,7 @@ impl Node {
             gateway,
             tree,
             jwt_secret,
+            _watch: watch,
         })
     }
 

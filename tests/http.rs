@@ -19,10 +19,14 @@ async fn metrics_expose_connections_frames_errors_and_a_latency_histogram() {
     let mut c = Client::as_user(node.addr(), "m").await;
     c.ok(json!({"type":"join","room":"r"})).await;
     c.ok(json!({"type":"send","room":"r","body":"x"})).await;
-    c.err(json!({"type":"history","room":"nope"}), "forbidden").await;
+    c.err(json!({"type":"history","room":"nope"}), "forbidden")
+        .await;
     let (status, head, body) = http_get(node.addr(), "/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(head.to_lowercase().contains("content-type: text/plain"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/plain"),
+        "{head}"
+    );
     for needle in [
         "dialtone_connections_open",
         "dialtone_frames_in_total{type=\"send\"}",
@@ -39,7 +43,12 @@ async fn metrics_expose_connections_frames_errors_and_a_latency_histogram() {
 #[tokio::test]
 async fn admin_is_404_without_a_configured_token() {
     let node = start(&[]).await;
-    assert_eq!(http_get(node.addr(), "/admin/tree", Some("anything")).await.0, 404);
+    assert_eq!(
+        http_get(node.addr(), "/admin/tree", Some("anything"))
+            .await
+            .0,
+        404
+    );
     assert_eq!(http_get(node.addr(), "/admin/regulator", None).await.0, 404);
 }
 
@@ -48,27 +57,64 @@ async fn admin_needs_the_bearer_token() {
     let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
     for path in ["/admin/tree", "/admin/regulator"] {
         assert_eq!(http_get(node.addr(), path, None).await.0, 401, "{path}");
-        assert_eq!(http_get(node.addr(), path, Some("wrong")).await.0, 401, "{path}");
-        assert_eq!(http_get(node.addr(), path, Some("adm")).await.0, 200, "{path}");
+        assert_eq!(
+            http_get(node.addr(), path, Some("wrong")).await.0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http_get(node.addr(), path, Some("adm")).await.0,
+            200,
+            "{path}"
+        );
     }
-    let (s, _, _) = http(node.addr(), "PUT", "/admin/regulator/queues/login", None, Some("{}")).await;
+    let (s, _, _) = http(
+        node.addr(),
+        "PUT",
+        "/admin/regulator/queues/login",
+        None,
+        Some("{}"),
+    )
+    .await;
     assert_eq!(s, 401);
 }
 
 #[tokio::test]
 async fn admin_tree_shows_every_supervisor_and_worker() {
-    let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm"), ("DIALTONE_MESSAGING__SHARDS", "4")]).await;
+    let node = start(&[
+        ("DIALTONE_ADMIN__TOKEN", "adm"),
+        ("DIALTONE_MESSAGING__SHARDS", "4"),
+    ])
+    .await;
     let (s, _, body) = http_get(node.addr(), "/admin/tree", Some("adm")).await;
     assert_eq!(s, 200);
     let tree: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(tree["name"], "dialtone");
     assert_eq!(tree["kind"], "supervisor");
-    let names: Vec<&str> = tree["children"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["store", "auth", "messaging", "gateway", "metrics"]);
+    let names: Vec<&str> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "store",
+            "auth",
+            "messaging",
+            "gateway",
+            "samplers",
+            "metrics"
+        ]
+    );
     let messaging = &tree["children"][2];
     assert_eq!(messaging["children"].as_array().unwrap().len(), 4);
     for child in messaging["children"].as_array().unwrap() {
-        assert_eq!((child["kind"].as_str(), child["state"].as_str()), (Some("worker"), Some("running")));
+        assert_eq!(
+            (child["kind"].as_str(), child["state"].as_str()),
+            (Some("worker"), Some("running"))
+        );
         assert_eq!(child["restarts"], 0);
         assert_eq!(child["children"], json!([]));
     }
@@ -77,6 +123,13 @@ async fn admin_tree_shows_every_supervisor_and_worker() {
 #[tokio::test]
 async fn fault_injection_is_refused_unless_switched_on() {
     let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
-    let (s, _, _) = http(node.addr(), "POST", "/admin/fault", Some("adm"), Some(r#"{"room":"r"}"#)).await;
+    let (s, _, _) = http(
+        node.addr(),
+        "POST",
+        "/admin/fault",
+        Some("adm"),
+        Some(r#"{"room":"r"}"#),
+    )
+    .await;
     assert_eq!(s, 403);
 }

@@ -29,7 +29,11 @@ async fn malformed_frames_get_bad_request_and_the_connection_stays_open() {
     ] {
         c.send_text(bad).await;
         let v = c.recv().await;
-        assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("bad_request")), "{bad} -> {v}");
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("bad_request")),
+            "{bad} -> {v}"
+        );
     }
     // ref is echoed even when another field is malformed.
     let v = c.request(json!({"type":"join","room":5})).await;
@@ -49,11 +53,16 @@ async fn binary_frames_are_bad_requests() {
 
 #[tokio::test]
 async fn oversized_frame_gets_close_1009() {
-    let node = start(&[("DIALTONE_LIMITS__MAX_FRAME_BYTES", "1024"), ("DIALTONE_LIMITS__MAX_BODY_BYTES", "512")]).await;
+    let node = start(&[
+        ("DIALTONE_LIMITS__MAX_FRAME_BYTES", "1024"),
+        ("DIALTONE_LIMITS__MAX_BODY_BYTES", "512"),
+    ])
+    .await;
     let mut c = Client::as_user(node.addr(), "big").await;
     c.ok(json!({"type":"join","room":"r"})).await;
     let body = "x".repeat(2000);
-    c.send_text(json!({"type":"send","room":"r","body":body}).to_string()).await;
+    c.send_text(json!({"type":"send","room":"r","body":body}).to_string())
+        .await;
     assert_eq!(c.closed().await, 1009);
     // Nothing was stored, and the node still serves others.
     let mut d = Client::as_user(node.addr(), "other").await;
@@ -64,7 +73,17 @@ async fn oversized_frame_gets_close_1009() {
 
 #[tokio::test]
 async fn slow_consumer_gets_1013_and_the_room_does_not_stall() {
-    let node = start(&[("DIALTONE_GATEWAY__OUTBOX_FRAMES", "64"), ("DIALTONE_GATEWAY__WRITE_TIMEOUT_MS", "10000")]).await;
+    let node = start(&[
+        ("DIALTONE_GATEWAY__OUTBOX_FRAMES", "64"),
+        ("DIALTONE_GATEWAY__WRITE_TIMEOUT_MS", "10000"),
+        // This test floods on purpose: lift the per-user send rate.
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__KEY_RATE_PER_SEC",
+            "1000000",
+        ),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__KEY_BURST", "100000"),
+    ])
+    .await;
     let addr = node.addr();
     // The slow client joins and then stops reading.
     let mut slow = Client::as_user(addr, "slow").await;
@@ -85,10 +104,15 @@ async fn slow_consumer_gets_1013_and_the_room_does_not_stall() {
         last
     });
     for _ in 0..total {
-        sender.ok(json!({"type":"send","room":"flood","body":body})).await;
+        sender
+            .ok(json!({"type":"send","room":"flood","body":body}))
+            .await;
     }
     // The fast reader got everything: the slow one did not hold the room back.
-    let last = tokio::time::timeout(Duration::from_secs(30), reader).await.expect("fast reader keeps up").unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("fast reader keeps up")
+        .unwrap();
     assert_eq!(last, total);
     // The slow client, reading at last, finds the close 1013 after what was buffered.
     assert_eq!(slow.closed().await, 1013);

@@ -55,17 +55,18 @@ pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guar
     let deliver: Arc<dyn Deliver> = outbox.clone();
     let mut session = Session::new(gw.next_conn_id(), None, gw.cfg.max_body_bytes);
     if let Some(user) = user
-        && let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await {
-            let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
-            finish(
-                &mut ws,
-                CloseCode::INTERNAL,
-                "login failed",
-                gw.cfg.write_timeout,
-            )
-            .await;
-            return;
-        }
+        && let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await
+    {
+        let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
+        finish(
+            &mut ws,
+            CloseCode::INTERNAL,
+            "login failed",
+            gw.cfg.write_timeout,
+        )
+        .await;
+        return;
+    }
     let end = run(&mut ws, &mut session, &gw, &outbox, &deliver).await;
     if let Some(user) = session.user() {
         gw.bus
@@ -97,7 +98,10 @@ async fn finish(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Dura
         reason: Utf8Bytes::from_static(reason),
     };
     if let Ok(Ok(())) = timeout(limit, ws.send(Message::Close(Some(frame)))).await {
-        let _ = timeout(CLOSE_LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+        let _ = timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
     }
 }
 
@@ -186,10 +190,13 @@ async fn on_text(
     let r#ref = frame.r#ref.clone();
     let handled = AssertUnwindSafe(async {
         if gw.cfg.fault_injection
-            && let Some(user) = session.user() {
-                gw.faults.check(&format!("session.{user}"));
-            }
-        session.handle(frame, gw.bus.as_ref(), deliver).await
+            && let Some(user) = session.user()
+        {
+            gw.faults.check(&format!("session.{user}"));
+        }
+        session
+            .handle(frame, gw.bus.as_ref(), &gw.regulator, deliver)
+            .await
     })
     .catch_unwind()
     .await;

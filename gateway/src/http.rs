@@ -13,13 +13,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use dialtone_store::{BoxFuture, bus::Bus};
+use dialtone_store::bus::Bus;
 use metrics_exporter_prometheus::PrometheusHandle;
+use regulator::Regulator;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use supervisor::Faults;
 
 use crate::{
+    admission,
     config::GatewayConfig,
     conn,
     drain::{Drain, Phase},
@@ -28,17 +30,8 @@ use crate::{
 
 /// What the node exposes to operators; the gateway only routes to it.
 pub trait Admin: Send + Sync + 'static {
-    /// `GET /admin/regulator`.
-    fn regulator(&self) -> Value;
-    /// `PUT /admin/regulator/queues/<name>`.
-    ///
-    /// # Errors
-    /// The reason the new settings were refused (the old ones stay).
-    fn retune(&self, queue: &str, body: Value) -> Result<Value, String>;
     /// `GET /admin/tree`.
     fn tree(&self) -> Value;
-    /// Admission for an upgrade (the `connect` queue): `Err(retry_after_secs)` refuses it.
-    fn admit_connect(&self) -> BoxFuture<'_, Result<Option<Box<dyn Send + Sync>>, u64>>;
     /// `POST /admin/fault` (only with `admin.fault_injection`): arm a panic point.
     ///
     /// # Errors
@@ -57,6 +50,8 @@ pub struct Gateway {
     pub drain: Arc<Drain>,
     /// Named panic points for drills; checked only with `fault_injection` on.
     pub faults: Faults,
+    /// Admission queues in front of every expensive path; retuned live.
+    pub regulator: Regulator,
     admin: Arc<dyn Admin>,
     metrics: PrometheusHandle,
     next_conn: AtomicU64,
@@ -66,10 +61,12 @@ impl Gateway {
     pub fn new(
         cfg: GatewayConfig,
         bus: Arc<dyn Bus>,
+        regulator: Regulator,
         admin: Arc<dyn Admin>,
         faults: Faults,
     ) -> Arc<Self> {
         Arc::new(Gateway {
+            regulator,
             cfg,
             bus,
             drain: Arc::new(Drain::default()),
@@ -150,11 +147,20 @@ async fn ws(
             return (StatusCode::UNAUTHORIZED, f.message).into_response();
         }
     };
-    let permit = match gw.admin.admit_connect().await {
+    let permit = match gw
+        .regulator
+        .ask(admission::CONNECT, regulator::Request::new())
+        .await
+    {
         Ok(p) => p,
-        Err(retry) => {
+        Err(rejected) => {
             refuse("overloaded");
-            return unavailable(retry, "connect queue full");
+            // Retry-After is in whole seconds: round up.
+            let secs = rejected.retry_after.as_millis().div_ceil(1000);
+            return unavailable(
+                u64::try_from(secs).unwrap_or(u64::MAX),
+                "connect queue full",
+            );
         }
     };
     let guard = gw.drain.opened();
@@ -227,7 +233,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn admin_regulator(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     match authorize(&gw, &headers) {
-        Ok(()) => Json(gw.admin.regulator()).into_response(),
+        Ok(()) => Json(gw.regulator.snapshot()).into_response(),
         Err(r) => r.into_response(),
     }
 }
@@ -244,8 +250,11 @@ async fn admin_retune(
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     match parsed
         .map_err(|e| format!("body is not JSON: {e}"))
-        .and_then(|v| gw.admin.retune(&name, v))
-    {
+        .and_then(|v| {
+            gw.regulator
+                .retune_json(&name, v)
+                .map_err(|e| e.to_string())
+        }) {
         Ok(state) => Json(state).into_response(),
         Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
     }

@@ -17,7 +17,12 @@ use dialtone_proto::{
 use dialtone_store::bus::{Bus, ConnId, Deliver, LoggedIn, Member};
 use serde::Serialize;
 
-use crate::telemetry::hot;
+use regulator::{Regulator, Request as Ask};
+
+use crate::{
+    admission::{self, admit},
+    telemetry::hot,
+};
 
 /// One connection's state.
 pub struct Session {
@@ -236,13 +241,17 @@ impl Session {
         &mut self,
         frame: RequestFrame,
         bus: &dyn Bus,
+        regulator: &Regulator,
         outbox: &Arc<dyn Deliver>,
     ) -> Bytes {
         let kind = frame.request.as_ref().map_or("invalid", Request::kind);
         hot().frame_in(kind);
         let r#ref = frame.r#ref;
         let result = match frame.request.and_then(|req| self.plan(req)) {
-            Ok(plan) => self.execute(plan, bus, outbox, r#ref.as_ref()).await,
+            Ok(plan) => {
+                self.execute(plan, bus, regulator, outbox, r#ref.as_ref())
+                    .await
+            }
             Err(f) => Err(f),
         };
         match result {
@@ -258,6 +267,7 @@ impl Session {
         &mut self,
         plan: Plan,
         bus: &dyn Bus,
+        regulator: &Regulator,
         outbox: &Arc<dyn Deliver>,
         r#ref: Option<&Ref>,
     ) -> Result<(&'static str, Bytes), Failure> {
@@ -265,11 +275,13 @@ impl Session {
         Ok(match plan {
             Plan::Pong => ("pong", server::pong(r#ref)),
             Plan::Register { user, password } => {
+                let _slot = admit(regulator, admission::REGISTER, Ask::new()).await?;
                 let li = bus.register(user, password).await?;
                 self.logged_in(bus, outbox, &li).await?;
                 ok(server::ok(r#ref, LoginOk::from(&li)))
             }
             Plan::LoginPassword { user, password } => {
+                let _slot = admit(regulator, admission::LOGIN, Ask::new()).await?;
                 let li = bus.login_password(user, password).await?;
                 self.logged_in(bus, outbox, &li).await?;
                 ok(server::ok(r#ref, LoginOk::from(&li)))
@@ -312,10 +324,17 @@ impl Session {
                 to,
             } => {
                 if let Some(to) = &to
-                    && !bus.user_known(to).await? {
-                        return Err(Failure::new(ErrorCode::NotFound, format!("no user `{to}`")));
-                    }
+                    && !bus.user_known(to).await?
+                {
+                    return Err(Failure::new(ErrorCode::NotFound, format!("no user `{to}`")));
+                }
                 let from = self.me()?.clone();
+                let _slot = admit(
+                    regulator,
+                    admission::SEND,
+                    Ask::new().key(admission::user_key(&from)),
+                )
+                .await?;
                 let started = std::time::Instant::now();
                 let sent = bus.send(room, from, body, cid).await?;
                 hot().send_stored.record(started.elapsed().as_secs_f64());
@@ -329,6 +348,7 @@ impl Session {
                 ))
             }
             Plan::History { room, after, limit } => {
+                let _slot = admit(regulator, admission::HISTORY, Ask::new()).await?;
                 let frames = bus.history(room.clone(), after, limit).await?;
                 ("history", server::history(r#ref, room.as_str(), &frames))
             }

@@ -148,9 +148,11 @@ impl Client {
     /// Like [`Client::request`] but asserts an `ok` (or the given type).
     pub async fn ok(&mut self, frame: Value) -> Value {
         let v = self.request(frame.clone()).await;
+        let mut shown = frame.to_string();
+        shown.truncate(200);
         assert!(
             v["type"] == "ok" || v["type"] == "history" || v["type"] == "pong",
-            "expected success for {frame}, got {v}"
+            "expected success for {shown}, got {v}"
         );
         v
     }

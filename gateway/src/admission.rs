@@ -1,0 +1,76 @@
+//! The gateway's admission queues (the `regulator` crate), named as in
+//! PROTOCOL.md: `connect`, `login`, `register`, `send`, `history`. A
+//! rejection becomes the protocol's answer at once: `overloaded` with
+//! `retry_after_ms`, or `rate_limited` for the user's own send rate.
+
+use dialtone_proto::{ErrorCode, Name, codes::Failure};
+use regulator::{Permit, Reason, Regulator, Rejected, Request};
+
+pub const CONNECT: &str = "connect";
+pub const LOGIN: &str = "login";
+pub const REGISTER: &str = "register";
+pub const SEND: &str = "send";
+pub const HISTORY: &str = "history";
+
+/// Maps a rejection to the one protocol error it means.
+pub fn failure(queue: &str, r: &Rejected) -> Failure {
+    let ms = u64::try_from(r.retry_after.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    match r.reason {
+        Reason::KeyRate => Failure::retry(ErrorCode::RateLimited, "you are sending too fast", ms),
+        reason => Failure::retry(
+            ErrorCode::Overloaded,
+            format!("`{queue}` queue refused the request ({reason})"),
+            ms,
+        ),
+    }
+}
+
+/// A stable per-user key for per-key rates (FNV-1a; the same on every node).
+pub fn user_key(user: &Name) -> u64 {
+    user.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Asks `queue` for a slot.
+///
+/// # Errors
+/// The protocol failure for the rejection.
+pub async fn admit(regulator: &Regulator, queue: &str, req: Request) -> Result<Permit, Failure> {
+    regulator
+        .ask(queue, req)
+        .await
+        .map_err(|r| failure(queue, &r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn key_rate_is_rate_limited_and_everything_else_overloaded() {
+        let r = |reason| Rejected {
+            reason,
+            retry_after: Duration::from_micros(10),
+        };
+        let f = failure("send", &r(Reason::KeyRate));
+        assert_eq!(
+            (f.code, f.retry_after_ms),
+            (ErrorCode::RateLimited, Some(1))
+        );
+        for reason in [
+            Reason::Rate,
+            Reason::Concurrency,
+            Reason::QueueFull,
+            Reason::Timeout,
+            Reason::Codel,
+        ] {
+            let f = failure("login", &r(reason));
+            assert_eq!(f.code, ErrorCode::Overloaded);
+            assert!(f.retry_after_ms.is_some_and(|ms| ms >= 1));
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! PROTOCOL.md admin endpoints and `overloaded`/`rate_limited`: admission
+//! queues in front of every expensive path, retuned live.
+
+mod common;
+
+use std::{io::Write, time::Duration};
+
+use common::*;
+use dialtone::{Config, Node};
+use serde_json::{Value, json};
+
+async fn regulator_state(addr: std::net::SocketAddr) -> Value {
+    let (s, _, body) = http_get(addr, "/admin/regulator", Some("adm")).await;
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn admin_regulator_lists_every_queue_with_limits_and_counters() {
+    let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
+    let mut c = Client::as_user(node.addr(), "u").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"x"})).await;
+    let state = regulator_state(node.addr()).await;
+    for q in ["connect", "login", "register", "send", "history"] {
+        let queue = &state["queues"][q];
+        assert!(queue["limits"].is_object(), "{q}: {queue}");
+        assert!(queue["queue_length"].is_u64(), "{q}: {queue}");
+        assert!(queue["in_flight"].is_u64(), "{q}: {queue}");
+        assert!(queue["admitted"].is_u64(), "{q}: {queue}");
+        assert!(queue["rejected"].is_object(), "{q}: {queue}");
+    }
+    assert!(state["queues"]["send"]["admitted"].as_u64() >= Some(1));
+    assert!(state["queues"]["connect"]["admitted"].as_u64() >= Some(1));
+}
+
+#[tokio::test]
+async fn overloaded_login_path_answers_overloaded_with_retry_after() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__LOGIN__MAX_CONCURRENCY", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__LOGIN__MAX_SIZE", "0"),
+    ])
+    .await;
+    let addr = node.addr();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::anon(addr).await;
+            c.request(json!({"type":"login","user": format!("nobody{i}"),"password":"pw"}))
+                .await
+        }));
+    }
+    let mut overloaded = 0;
+    for t in tasks {
+        let v = t.await.unwrap();
+        match v["code"].as_str() {
+            Some("overloaded") => {
+                overloaded += 1;
+                assert!(
+                    v["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 1),
+                    "{v}"
+                );
+            }
+            Some("bad_credentials") => {}
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert!(
+        overloaded >= 1,
+        "with one slot and no queue, a burst of 12 must shed"
+    );
+}
+
+#[tokio::test]
+async fn per_user_send_rate_answers_rate_limited() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__KEY_RATE_PER_SEC", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__KEY_BURST", "2"),
+    ])
+    .await;
+    let mut c = Client::as_user(node.addr(), "chatty").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"1"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"2"})).await;
+    let e = c
+        .err(json!({"type":"send","room":"r","body":"3"}), "rate_limited")
+        .await;
+    assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 1));
+    // Another user is not affected.
+    let mut other = Client::as_user(node.addr(), "quiet").await;
+    other.ok(json!({"type":"join","room":"r"})).await;
+    other
+        .ok(json!({"type":"send","room":"r","body":"fine"}))
+        .await;
+}
+
+#[tokio::test]
+async fn retune_by_admin_endpoint_takes_effect_without_dropping_connections() {
+    let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
+    let addr = node.addr();
+    let mut c = Client::as_user(addr, "tuned").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    let body = json!({"key_rate_per_sec": 0.5, "key_burst": 1}).to_string();
+    let (s, _, answer) = http(
+        addr,
+        "PUT",
+        "/admin/regulator/queues/send",
+        Some("adm"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["limits"]["key_rate_per_sec"], 0.5);
+    // Same connection, new limits.
+    c.ok(json!({"type":"send","room":"r","body":"one"})).await;
+    c.err(
+        json!({"type":"send","room":"r","body":"two"}),
+        "rate_limited",
+    )
+    .await;
+    let state = regulator_state(addr).await;
+    assert_eq!(state["queues"]["send"]["limits"]["key_rate_per_sec"], 0.5);
+    assert!(
+        state["queues"]["send"]["rejected"]["key_rate"].as_u64() >= Some(1),
+        "{}",
+        state["queues"]["send"]
+    );
+}
+
+#[tokio::test]
+async fn invalid_retune_is_400_and_keeps_the_old_settings() {
+    let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
+    let addr = node.addr();
+    let before = regulator_state(addr).await["queues"]["login"]["limits"].clone();
+    for bad in [r#"{"max_sizee": 3}"#, r#"{"max_size": "many"}"#, "not json"] {
+        let (s, _, body) = http(
+            addr,
+            "PUT",
+            "/admin/regulator/queues/login",
+            Some("adm"),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    }
+    assert_eq!(
+        regulator_state(addr).await["queues"]["login"]["limits"],
+        before
+    );
+}
+
+#[tokio::test]
+async fn retune_by_editing_the_config_file_takes_effect_and_bad_edits_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.toml");
+    let write = |text: &str| {
+        // Editors save by writing a new file and renaming it over the old one.
+        let tmp = dir.path().join("dialtone.toml.tmp");
+        std::fs::File::create(&tmp)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let base = "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\njwt_secret = \"test-secret\"\n[admin]\ntoken = \"adm\"\n";
+    write(&format!(
+        "{base}[regulator.queues.history]\nmax_size = 11\n"
+    ));
+    let cfg = Config::load_from(Some(&path), Vec::new()).unwrap();
+    let node = Node::start_watching(cfg, Some(path.clone())).await.unwrap();
+    let addr = node.addr();
+    let mut c = Client::as_user(addr, "watcher").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    let max_size = |state: &Value| state["queues"]["history"]["limits"]["max_size"].clone();
+    assert_eq!(max_size(&regulator_state(addr).await), 11);
+
+    write(&format!(
+        "{base}[regulator.queues.history]\nmax_size = 22\n"
+    ));
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        seen = max_size(&regulator_state(addr).await);
+        if seen == 22 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, 22, "the file edit was applied");
+    // A broken edit keeps the running settings.
+    write(&format!(
+        "{base}[regulator.queues.history]\nmax_size = \"lots\"\n"
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(max_size(&regulator_state(addr).await), 22);
+    // The connection lived through both reloads.
+    c.ok(json!({"type":"history","room":"r"})).await;
+}
+
+#[tokio::test]
+async fn connect_queue_refuses_upgrades_with_503_and_retry_after() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__CONNECT__RATE_PER_SEC", "0.2"),
+        ("DIALTONE_REGULATOR__QUEUES__CONNECT__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__CONNECT__MAX_SIZE", "0"),
+    ])
+    .await;
+    let _first = Client::as_user(node.addr(), "first").await;
+    match tokio_tungstenite::connect_async(format!(
+        "{}?token={}",
+        url(node.addr()),
+        token("second")
+    ))
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 503);
+            let secs: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(secs >= 1);
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+}
