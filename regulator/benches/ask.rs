@@ -55,6 +55,12 @@ fn bench(c: &mut Criterion) {
             drop(black_box(p.expect("completes at once").expect("admitted")));
         });
     });
+    // Context: the two clock reads per ask+drop. With tokio's `test-util`
+    // (enabled for dev builds, so here) each read also locks the runtime's
+    // test clock; production builds read the OS clock directly.
+    g.bench_function("baseline_tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()));
+    });
     g.bench_function("two_threads_by_name", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();

@@ -159,6 +159,15 @@ impl Regulator {
     /// An invalid value or unknown group; the running configuration is kept.
     pub fn retune(&self, name: &str, cfg: QueueConfig) -> Result<serde_json::Value, ConfigError> {
         let mut ctl = self.control();
+        self.retune_locked(&mut ctl, name, cfg)
+    }
+
+    fn retune_locked(
+        &self,
+        ctl: &mut Control,
+        name: &str,
+        cfg: QueueConfig,
+    ) -> Result<serde_json::Value, ConfigError> {
         config::validate_queue(name, &cfg, &ctl.config.groups)?;
         let group = link(&ctl.groups, name, &cfg);
         let queue = match self.queue(name) {
@@ -193,15 +202,12 @@ impl Regulator {
         name: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, ConfigError> {
-        let current = self
-            .control()
-            .config
-            .queues
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
+        // Merge and apply under one lock, so concurrent retunes cannot lose
+        // each other's keys.
+        let mut ctl = self.control();
+        let current = ctl.config.queues.get(name).cloned().unwrap_or_default();
         let merged = config::merge_json(&current, body)?;
-        self.retune(name, merged)
+        self.retune_locked(&mut ctl, name, merged)
     }
 
     /// Applies a whole new configuration, all or nothing. Existing queues are

@@ -404,3 +404,19 @@ async fn a_config_file_edit_retunes_and_a_bad_one_is_ignored() {
     drop(handle);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn handles_are_cheap_to_share_across_tasks() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Regulator>();
+    send_sync::<regulator::Queue>();
+    let r = Regulator::new(RegulatorConfig::default()).unwrap();
+    let q_ask = r.ask("q", Request::new());
+    send(&q_ask);
+    let run = r.run("q", Request::new(), async {});
+    send(&run);
+    fn permit_is_send<T: Send + Sync>() {}
+    permit_is_send::<regulator::Permit>();
+    permit_is_send::<regulator::Rejected>();
+}
