@@ -457,6 +457,17 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/dialtone.toml");
+        let c = Config::load_from(Some(&path), env(&[])).unwrap();
+        let d = Config::default();
+        assert_eq!(c.gateway.listen, d.gateway.listen);
+        assert_eq!(c.gateway.outbox_frames, d.gateway.outbox_frames);
+        assert_eq!(c.messaging.shards, d.messaging.shards);
+        assert_eq!(c.regulator.queues, d.regulator.queues);
+    }
+
+    #[test]
     fn redis_backend_is_refused_with_a_reason() {
         let e = Config::load_from(None, env(&[("DIALTONE_STORE__BACKEND", "redis")])).unwrap_err();
         assert!(e.to_string().contains("redis"), "{e}");
