@@ -244,9 +244,18 @@ fn invalid(queue: &str, field: &'static str, problem: &'static str) -> ConfigErr
     }
 }
 
+/// Slowest rate accepted: one request per 1000 s. Slower rates would need
+/// intervals past what the nanosecond clock arithmetic is meant to carry.
+pub const MIN_RATE: f64 = 0.001;
+
+/// Longest duration accepted for any `*_ms` key: one day.
+pub const MAX_MS: u64 = 86_400_000;
+
 fn positive_rate(queue: &str, field: &'static str, v: Option<f64>) -> Result<(), ConfigError> {
     match v {
-        Some(r) if !(r.is_finite() && r > 0.0) => Err(invalid(queue, field, "must be > 0")),
+        Some(r) if !(r.is_finite() && r >= MIN_RATE) => {
+            Err(invalid(queue, field, "must be >= 0.001 and finite"))
+        }
         _ => Ok(()),
     }
 }
@@ -273,6 +282,15 @@ pub fn validate_queue(
     }
     if q.key_table_size == 0 {
         return Err(invalid(name, "key_table_size", "must be >= 1"));
+    }
+    for (field, ms) in [
+        ("max_wait_ms", q.max_wait_ms),
+        ("codel_interval_ms", q.codel_interval_ms),
+        ("lifo_timeout_ms", q.lifo_timeout_ms),
+    ] {
+        if ms > MAX_MS {
+            return Err(invalid(name, field, "must be at most one day"));
+        }
     }
     if q.codel_target_ms == 0 || q.codel_interval_ms <= q.codel_target_ms {
         return Err(invalid(
