@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dialtone_auth::{Auth, Issued};
 use dialtone_messaging::Messaging;
-use dialtone_proto::{ErrorCode, Name, Ref, RoomName, codes::Failure};
+use dialtone_proto::{Name, Ref, RoomName, codes::Failure};
 use dialtone_store::{
     BoxFuture, NewMessage, Store,
     bus::{Bus, ConnId, LoggedIn, Member, Sent},
@@ -109,12 +109,7 @@ impl Bus for LocalBus {
     }
 
     fn user_known<'a>(&'a self, user: &'a Name) -> BoxFuture<'a, Result<bool, Failure>> {
-        Box::pin(async move {
-            self.store
-                .user_known(user)
-                .await
-                .map_err(|e| Failure::retry(ErrorCode::Unavailable, e.to_string(), 1000))
-        })
+        Box::pin(async move { self.store.user_known(user).await.map_err(Failure::from) })
     }
 
     fn history(

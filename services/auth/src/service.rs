@@ -54,17 +54,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn store_failure(e: StoreError) -> Failure {
-    match e {
-        StoreError::UserExists => Failure::new(ErrorCode::UserExists, "user already exists"),
-        StoreError::Unavailable(why) => Failure::retry(
-            ErrorCode::Unavailable,
-            format!("store unavailable: {why}"),
-            1000,
-        ),
-    }
-}
-
 fn pool_failure(e: PoolError) -> Failure {
     match e {
         PoolError::Full => Failure::retry(
@@ -134,10 +123,10 @@ impl Auth {
             .store
             .password_hash(&user)
             .await
-            .map_err(store_failure)?
+            .map_err(Failure::from)?
             .is_some()
         {
-            return Err(store_failure(StoreError::UserExists));
+            return Err(StoreError::UserExists.into());
         }
         let Outcome::Hashed(hash) = self
             .pool
@@ -150,7 +139,7 @@ impl Auth {
         self.store
             .create_user(&user, hash)
             .await
-            .map_err(store_failure)?;
+            .map_err(Failure::from)?;
         Ok(self.issue(user))
     }
 
@@ -164,7 +153,7 @@ impl Auth {
             .store
             .password_hash(&user)
             .await
-            .map_err(store_failure)?;
+            .map_err(Failure::from)?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| decoy_hash().to_owned());
         let outcome = self
@@ -190,7 +179,7 @@ impl Auth {
     /// `unauthorized` for a bad or expired token, `unavailable`.
     pub async fn login_token(&self, token: &str) -> Result<Issued, Failure> {
         let user = self.verify(token)?;
-        self.store.touch_user(&user).await.map_err(store_failure)?;
+        self.store.touch_user(&user).await.map_err(Failure::from)?;
         Ok(self.issue(user))
     }
 
@@ -214,7 +203,7 @@ impl Auth {
     /// # Errors
     /// `unavailable` when the store is down.
     pub async fn touch(&self, user: &Name) -> Result<(), Failure> {
-        self.store.touch_user(user).await.map_err(store_failure)
+        self.store.touch_user(user).await.map_err(Failure::from)
     }
 }
 

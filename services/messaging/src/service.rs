@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use dialtone_proto::{ErrorCode, Name, RoomName, codes::Failure};
 use dialtone_store::{
-    Appended, NewMessage, Store, StoreError,
+    Appended, NewMessage, Store,
     bus::{ConnId, Member},
 };
 use supervisor::{CallError, Faults};
@@ -167,14 +167,7 @@ impl Messaging {
         self.store
             .history(room, after, limit)
             .await
-            .map_err(|e| match e {
-                StoreError::Unavailable(why) => Failure::retry(
-                    ErrorCode::Unavailable,
-                    format!("store unavailable: {why}"),
-                    1000,
-                ),
-                StoreError::UserExists => Failure::internal(),
-            })
+            .map_err(Failure::from)
     }
 }
 

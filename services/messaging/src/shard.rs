@@ -11,9 +11,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use dialtone_proto::{ErrorCode, Name, RoomName, codes::Failure, server};
+use dialtone_proto::{Name, RoomName, codes::Failure, server};
 use dialtone_store::{
-    Appended, NewMessage, Store, StoreError,
+    Appended, NewMessage, Store,
     bus::{ConnId, Member},
 };
 use supervisor::{ChildContext, ChildError, Faults, Mailbox, ServerRef, call};
@@ -77,17 +77,6 @@ pub struct Shard {
     routes: Arc<UserRoutes>,
 }
 
-fn store_failure(e: StoreError) -> Failure {
-    match e {
-        StoreError::Unavailable(why) => Failure::retry(
-            ErrorCode::Unavailable,
-            format!("store unavailable: {why}"),
-            1000,
-        ),
-        StoreError::UserExists => Failure::internal(),
-    }
-}
-
 impl Shard {
     pub fn new(
         id: usize,
@@ -141,7 +130,7 @@ impl Shard {
     async fn handle(&self, op: Op) -> Result<Done, Failure> {
         match op {
             Op::Join { room, member } => {
-                let seq = self.store.latest_seq(&room).await.map_err(store_failure)?;
+                let seq = self.store.latest_seq(&room).await.map_err(Failure::from)?;
                 self.join(&room, member);
                 Ok(Done::Seq(seq))
             }
@@ -213,7 +202,7 @@ impl Shard {
 
     async fn send(&self, msg: NewMessage) -> Result<Appended, Failure> {
         let room = msg.room.clone();
-        let appended = self.store.append(msg).await.map_err(store_failure)?;
+        let appended = self.store.append(msg).await.map_err(Failure::from)?;
         if appended.duplicate {
             // Already delivered when first stored; a retry must not repeat it.
             return Ok(appended);

@@ -33,6 +33,21 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// The one place a store error becomes a protocol answer.
+impl From<StoreError> for dialtone_proto::codes::Failure {
+    fn from(e: StoreError) -> Self {
+        use dialtone_proto::{ErrorCode, codes::Failure};
+        match e {
+            StoreError::UserExists => Failure::new(ErrorCode::UserExists, "user already exists"),
+            StoreError::Unavailable(why) => Failure::retry(
+                ErrorCode::Unavailable,
+                format!("store unavailable: {why}"),
+                1000,
+            ),
+        }
+    }
+}
+
 /// A message to append to a room's log.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

@@ -96,9 +96,10 @@ impl MemoryStore {
         log.ids.push(id.clone());
         if let Some(k) = key {
             if log.cid_order.len() == CID_WINDOW
-                && let Some(old) = log.cid_order.pop_front() {
-                    log.cids.remove(&old);
-                }
+                && let Some(old) = log.cid_order.pop_front()
+            {
+                log.cids.remove(&old);
+            }
             log.cids.insert(k.clone(), seq);
             log.cid_order.push_back(k);
         }
