@@ -146,7 +146,12 @@ async fn shard_panic_fails_one_request_and_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn hash_worker_panic_fails_one_login_and_others_succeed() {
-    let node = node(&[("DIALTONE_AUTH__HASH_WORKERS", "2")]).await;
+    let node = node(&[
+        ("DIALTONE_AUTH__HASH_WORKERS", "2"),
+        // Shared CI cores can be slow: queued registrations must wait, not shed.
+        ("DIALTONE_REGULATOR__QUEUES__REGISTER__MAX_WAIT_MS", "20000"),
+    ])
+    .await;
     let addr = node.addr();
     arm(addr, json!({"point": "auth.hash"})).await;
     let mut tasks = Vec::new();
