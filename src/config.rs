@@ -102,6 +102,9 @@ pub enum Backend {
 pub struct StoreSection {
     pub backend: Backend,
     pub redis_url: String,
+    /// Messages the memory backend keeps per room (the newest); older ones
+    /// leave `history`. Bounds memory on long runs.
+    pub memory_retention: usize,
 }
 
 impl Default for StoreSection {
@@ -109,6 +112,7 @@ impl Default for StoreSection {
         StoreSection {
             backend: Backend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            memory_retention: dialtone_store::memory::DEFAULT_RETENTION,
         }
     }
 }

@@ -204,7 +204,7 @@ impl Node {
             }
         };
         let faults = Faults::default();
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(MemoryStore::with_retention(cfg.store.memory_retention));
         let dyn_store: Arc<dyn Store> = store.clone();
         let workers = if cfg.auth.hash_workers == 0 {
             cores()
