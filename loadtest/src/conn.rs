@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -356,7 +357,12 @@ pub enum ConnectError {
 /// # Errors
 /// See [`ConnectError`].
 pub async fn connect_once(url: &str, timeout: Duration) -> Result<Ws, ConnectError> {
-    let attempt = tokio_tungstenite::connect_async_with_config(url, None, true);
+    // tungstenite's default 128 KiB read buffer per socket is 256 MiB for 2,000
+    // users; chat frames are small.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024);
+    let attempt = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(ConnectError::Failed(format!(
             "no upgrade within {timeout:?}"

@@ -185,8 +185,14 @@ pub fn console(s: &Summary) -> String {
             k.name, k.offered_per_s, k.delivery.p99_ms
         );
     }
-    if let Some(r) = s.recovery_s {
-        let _ = writeln!(o, "latency recovered {r:.0} s after the spike");
+    match (s.profile, s.recovery_s) {
+        (_, Some(r)) => {
+            let _ = writeln!(o, "latency recovered {r:.0} s after the spike");
+        }
+        (crate::options::Profile::Peak, None) => {
+            let _ = writeln!(o, "latency did not recover within the run");
+        }
+        _ => {}
     }
     let _ = writeln!(o, "report folder: {}", s.run_dir);
     let _ = writeln!(

@@ -77,9 +77,15 @@ impl RatePlan {
 
     /// Messages one user is scheduled to send over the whole plan.
     pub fn messages_per_user(&self) -> f64 {
+        self.messages_until(self.end)
+    }
+
+    /// Messages one user is scheduled to send from `t0` to offset `until`.
+    pub fn messages_until(&self, until: Duration) -> f64 {
         (0..self.segments.len())
             .map(|i| {
-                let len = self.segment_end(i).saturating_sub(self.segments[i].start);
+                let end = self.segment_end(i).min(until);
+                let len = end.saturating_sub(self.segments[i].start);
                 self.segments[i].rate * len.as_secs_f64()
             })
             .sum()
@@ -186,6 +192,7 @@ mod tests {
         ]);
         // 2 sends in base, 5 in the spike, none idle, 2 after.
         assert!((plan.messages_per_user() - 9.0).abs() < 1e-9);
+        assert!((plan.messages_until(Duration::from_millis(2500)) - 4.5).abs() < 1e-9);
         assert_eq!(plan.offset_of(2.0), Some(Duration::from_secs(2)));
         assert_eq!(plan.offset_of(3.0), Some(Duration::from_millis(2200)));
         // The 8th send skips the idle second.

@@ -207,8 +207,10 @@ impl Summary {
         let send_errors = c.send_errors.load(Ordering::Relaxed);
         let timeouts = run.unanswered.load(Ordering::Relaxed);
         let received = c.received.load(Ordering::Relaxed);
-        let offered_msgs = run.rates.messages_per_user() * in_users;
-        let plan_s = run.rates.end.as_secs_f64().max(1e-9);
+        let offered_msgs = run
+            .rates
+            .messages_until(std::time::Duration::from_secs_f64(sending_s))
+            * in_users;
 
         let mut phases: Vec<PhaseSummary> = col
             .phases
@@ -296,7 +298,7 @@ impl Summary {
             goose_test_plan: run.plan.goose_plan.clone(),
             startup_s: t0_s,
             sending_s,
-            offered_sends_per_s: offered_msgs / plan_s,
+            offered_sends_per_s: offered_msgs / sending_s,
             achieved_sends_per_s: acked as f64 / sending_s,
             deliveries_per_s: received as f64 / sending_s,
             messages_sent: sent,
@@ -380,6 +382,11 @@ impl Summary {
                 "{} acknowledged messages never delivered (gaps)",
                 self.gaps
             ));
+        }
+        if self.profile == Profile::Peak && self.recovery_s.is_none() && !self.phases.is_empty() {
+            failures.push(
+                "peak: p99 delivery did not come back near the baseline after the spike".into(),
+            );
         }
         if stress && self.knee.is_none() {
             failures.push("stress: not even the first step met the limits".into());
