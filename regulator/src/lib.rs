@@ -20,7 +20,8 @@
 //! Modules:
 //! - [`config`]: configuration types, defaults, validation, JSON merge.
 //! - `regulator`: the [`Regulator`] (queues by name, retune, reload, snapshot, feedback loop).
-//! - `queue`: a [`Queue`] handle, `ask`, waiting and cancellation.
+//! - `queue`: a [`Queue`] handle, the fast path, permit release, retune.
+//! - `wait`: enqueueing, waiting, timeouts and cancellation.
 //! - `dispatch`: serving waiters (disciplines, CoDel, expiry, rate timers).
 //! - `limits`: the regulator stack of one queue (lock-free fast path).
 //! - `gcra`, `group`, `keyed`: rate, group rate with fair shares, per-key rate.
@@ -49,6 +50,7 @@ mod regulator;
 mod reject;
 mod request;
 mod stats;
+mod wait;
 mod waitq;
 pub mod watch;
 

@@ -1,0 +1,198 @@
+//! Telemetry: metrics by queue and reason, and log lines only when a queue
+//! starts or stops shedding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regulator::{QueueConfig, Reason, Regulator, RegulatorConfig, Request};
+use tokio::time::sleep;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn one(cfg: QueueConfig) -> (Regulator, regulator::Queue) {
+    let mut c = RegulatorConfig::default();
+    c.queues.insert("q".into(), cfg);
+    let r = Regulator::new(c).unwrap();
+    let q = r.queue("q").unwrap();
+    (r, q)
+}
+
+/// Collects the messages of tracing events.
+#[derive(Clone, Default)]
+struct Messages(Arc<std::sync::Mutex<Vec<String>>>);
+
+struct MessageVisitor<'a>(&'a mut String);
+
+impl tracing::field::Visit for MessageVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Messages {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut m = String::new();
+        event.record(&mut MessageVisitor(&mut m));
+        self.0.lock().unwrap().push(m);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_only_when_shedding_starts_and_stops() {
+    let messages = Messages::default();
+    let _guard = tracing::subscriber::set_default(messages.clone());
+    let (_r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    let hold = q.ask(Request::new()).await.unwrap();
+    for _ in 0..1000 {
+        assert!(q.ask(Request::new()).await.is_err());
+    }
+    assert_eq!(
+        *messages.0.lock().unwrap(),
+        ["regulator queue started shedding"]
+    );
+    drop(hold);
+    sleep(ms(1_000)).await;
+    let _p = q.ask(Request::new()).await.unwrap();
+    assert_eq!(
+        *messages.0.lock().unwrap(),
+        [
+            "regulator queue started shedding",
+            "regulator queue stopped shedding"
+        ]
+    );
+}
+
+/// A `metrics` recorder keeping counter values by `name{label=value,...}`.
+#[derive(Default)]
+struct Recorded {
+    counters: std::sync::Mutex<std::collections::HashMap<String, Arc<CounterCell>>>,
+}
+
+#[derive(Default)]
+struct CounterCell(std::sync::atomic::AtomicU64);
+
+impl metrics::CounterFn for CounterCell {
+    fn increment(&self, v: u64) {
+        self.0.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn absolute(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn key_string(key: &metrics::Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl metrics::Recorder for Recorded {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let cell = Arc::clone(
+            self.counters
+                .lock()
+                .unwrap()
+                .entry(key_string(key))
+                .or_default(),
+        );
+        metrics::Counter::from_arc(cell)
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn decisions_are_counted_by_queue_and_reason() {
+    let recorded = Recorded::default();
+    let mut cfg = RegulatorConfig::default();
+    cfg.queues.insert(
+        "login".into(),
+        QueueConfig {
+            max_concurrency: Some(1),
+            max_size: 1,
+            max_wait_ms: 10,
+            ..QueueConfig::default()
+        },
+    );
+    let r = metrics::with_local_recorder(&recorded, || Regulator::new(cfg).unwrap());
+    let hold = r.ask("login", Request::new()).await.unwrap();
+    let waiter = tokio::spawn({
+        let r = r.clone();
+        async move { r.ask("login", Request::new()).await.map(drop) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(
+        r.ask("login", Request::new()).await.unwrap_err().reason,
+        Reason::QueueFull
+    );
+    assert_eq!(waiter.await.unwrap().unwrap_err().reason, Reason::Timeout);
+    drop(hold);
+    let get = |k: &str| {
+        recorded
+            .counters
+            .lock()
+            .unwrap()
+            .get(k)
+            .map_or(0, |c| c.0.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    assert_eq!(get("regulator_admitted_total{queue=login}"), 1);
+    assert_eq!(
+        get("regulator_rejected_total{queue=login,reason=queue_full}"),
+        1
+    );
+    assert_eq!(
+        get("regulator_rejected_total{queue=login,reason=timeout}"),
+        1
+    );
+    assert_eq!(get("regulator_timed_out_total{queue=login}"), 1);
+    assert_eq!(get("regulator_rejected_total{queue=login,reason=rate}"), 0);
+}
