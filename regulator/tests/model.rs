@@ -1,13 +1,15 @@
 //! A proptest state-machine model of one queue, on tokio's paused clock.
 //!
-//! Random sequences of asks (weights, priorities, deadlines), permit drops,
-//! cancellations and clock advances, under random limits and disciplines.
-//! After every step: every ask is answered at most once and by its expiry
-//! (`max_wait` or deadline), in-flight equals the weight of the permits the
-//! driver holds (so permits are freed on drop and on cancellation) and never
-//! exceeds the limit, and the queue holds exactly the unanswered asks (a
-//! cancelled waiter leaves at once). At the end every ask not cancelled has been answered
-//! exactly once and the queue is empty with nothing in flight.
+//! Random sequences of asks (weights, priorities, deadlines, non-rejectable),
+//! permit drops, cancellations, retunes and clock advances, under random
+//! limits, rates and disciplines. After every step: every ask is answered at
+//! most once and by its expiry (`max_wait` or deadline); in flight equals the
+//! weight of the permits the driver holds (so permits are freed on drop and on
+//! cancellation) and never exceeds the limit (non-rejectable work aside, which
+//! is never refused); the queue holds exactly the unanswered asks (a cancelled
+//! waiter leaves at once); without a rate nobody waits while the limit has
+//! room. At the end every ask not cancelled has been answered exactly once and
+//! the queue is empty with nothing in flight.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,14 +28,22 @@ enum Op {
         priority: u8,
         deadline_ms: Option<u64>,
     },
+    AskNonRejectable,
     Release(usize),
     Cancel(usize),
     Advance(u64),
+    Retune {
+        max_size: u32,
+        max_wait: u64,
+        discipline: Discipline,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1..=2u32, 0..3u8, proptest::option::of(0..150u64)).prop_map(|(weight, priority, deadline_ms)| Op::Ask { weight, priority, deadline_ms }),
+        1 => Just(Op::AskNonRejectable),
+        1 => (0..5u32, 5..80u64, discipline()).prop_map(|(max_size, max_wait, discipline)| Op::Retune { max_size, max_wait, discipline }),
         3 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => (0..40u64).prop_map(Op::Advance),
@@ -62,7 +72,14 @@ async fn settle() {
 
 type Answer = (usize, Result<Permit, Reason>, Instant);
 
-fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, ops: Vec<Op>) {
+fn run_model(
+    limit: u32,
+    rate: Option<(f64, u32)>,
+    max_size: u32,
+    mut max_wait: u64,
+    discipline: Discipline,
+    ops: Vec<Op>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -70,29 +87,32 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
         .unwrap();
     rt.block_on(async move {
         let mut cfg = RegulatorConfig::default();
-        cfg.queues.insert(
-            "q".into(),
-            QueueConfig {
-                max_concurrency: Some(limit),
-                max_size,
-                max_wait_ms: max_wait,
-                discipline,
-                codel_interval_ms: 20,
-                lifo_timeout_ms: 15,
-                ..QueueConfig::default()
-            },
-        );
+        let base = QueueConfig {
+            max_concurrency: Some(limit),
+            rate_per_sec: rate.map(|r| r.0),
+            burst: rate.map_or(1, |r| r.1),
+            max_size,
+            max_wait_ms: max_wait,
+            discipline,
+            codel_interval_ms: 20,
+            lifo_timeout_ms: 15,
+            ..QueueConfig::default()
+        };
+        cfg.queues.insert("q".into(), base.clone());
         let r = Regulator::new(cfg).unwrap();
         let q = r.queue("q").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
         let mut pending: HashMap<usize, Pending> = HashMap::new();
         let mut answered: HashMap<usize, Option<Reason>> = HashMap::new();
         let mut cancelled = 0usize;
-        let mut held: Vec<Permit> = Vec::new();
+        // (non-rejectable, permit)
+        let mut held: Vec<(bool, Permit)> = Vec::new();
+        let mut non_rejectable: std::collections::HashSet<usize> = Default::default();
         let mut next_id = 0usize;
 
         let check = |pending: &mut HashMap<usize, Pending>,
-                     held: &mut Vec<Permit>,
+                     held: &mut Vec<(bool, Permit)>,
+                     non_rejectable: &std::collections::HashSet<usize>,
                      answered: &mut HashMap<usize, Option<Reason>>,
                      rx: &mut mpsc::UnboundedReceiver<Answer>| {
             while let Ok((id, res, at)) = rx.try_recv() {
@@ -103,12 +123,14 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                     at <= p.expiry + Duration::from_millis(1),
                     "answered after its expiry"
                 );
+                let nr = non_rejectable.contains(&id);
                 match res {
                     Ok(permit) => {
-                        held.push(permit);
+                        held.push((nr, permit));
                         answered.insert(id, None);
                     }
                     Err(reason) => {
+                        assert!(!nr, "non-rejectable work rejected ({reason})");
                         answered.insert(id, Some(reason));
                     }
                 }
@@ -122,11 +144,27 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
             }
             // Every unanswered ask is a waiter, and nothing else is.
             assert_eq!(q.len(), pending.len(), "queue length = unanswered asks");
-            let weight: u64 = held.iter().map(|p| u64::from(p.weight())).sum();
+            let weight: u64 = held.iter().map(|(_, p)| u64::from(p.weight())).sum();
             assert_eq!(q.in_flight(), weight, "in flight = permits held");
+            // Liveness without a rate: a waiter only waits when the limit is
+            // (nearly, for weight 2) used up.
+            if rate.is_none() && !pending.is_empty() {
+                let f = q.in_flight();
+                assert!(
+                    f > 0 && f + 2 > u64::from(limit),
+                    "{} waiting while only {f} of {limit} in flight",
+                    pending.len()
+                );
+            }
+            // Non-rejectable work may go past the limit; the rest never does.
+            let limited: u64 = held
+                .iter()
+                .filter(|(nr, _)| !nr)
+                .map(|(_, p)| u64::from(p.weight()))
+                .sum();
             assert!(
-                weight <= u64::from(limit),
-                "in flight {weight} above limit {limit}"
+                limited <= u64::from(limit),
+                "in flight {limited} above limit {limit}"
             );
         };
 
@@ -157,6 +195,46 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                     });
                     pending.insert(id, Pending { handle, expiry });
                 }
+                Op::AskNonRejectable => {
+                    let id = next_id;
+                    next_id += 1;
+                    non_rejectable.insert(id);
+                    let (q, tx) = (q.clone(), tx.clone());
+                    let handle = tokio::spawn(async move {
+                        let res = q
+                            .ask(Request::new().non_rejectable())
+                            .await
+                            .map_err(|e| e.reason);
+                        // The driver outlives every task.
+                        let _ = tx.send((id, res, Instant::now()));
+                    });
+                    // Answered at once.
+                    pending.insert(
+                        id,
+                        Pending {
+                            handle,
+                            expiry: Instant::now(),
+                        },
+                    );
+                }
+                Op::Retune {
+                    max_size,
+                    max_wait: wait,
+                    discipline,
+                } => {
+                    // Waiters keep their expiry; new ones get the new max_wait.
+                    max_wait = wait;
+                    r.retune(
+                        "q",
+                        QueueConfig {
+                            max_size,
+                            max_wait_ms: wait,
+                            discipline,
+                            ..base.clone()
+                        },
+                    )
+                    .unwrap();
+                }
                 Op::Release(i) => {
                     if !held.is_empty() {
                         let i = i % held.len();
@@ -170,7 +248,13 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                         let id = ids[i % ids.len()];
                         settle().await;
                         // It may have been answered meanwhile; only cancel a real waiter.
-                        check(&mut pending, &mut held, &mut answered, &mut rx);
+                        check(
+                            &mut pending,
+                            &mut held,
+                            &non_rejectable,
+                            &mut answered,
+                            &mut rx,
+                        );
                         if let Some(p) = pending.remove(&id) {
                             p.handle.abort();
                             let _ = p.handle.await;
@@ -182,7 +266,7 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                                 } else if let Some(_p) = pending.remove(&aid) {
                                     match res {
                                         Ok(permit) => {
-                                            held.push(permit);
+                                            held.push((non_rejectable.contains(&aid), permit));
                                             answered.insert(aid, None);
                                         }
                                         Err(reason) => {
@@ -200,18 +284,36 @@ fn run_model(limit: u32, max_size: u32, max_wait: u64, discipline: Discipline, o
                     for _ in 0..ms {
                         tokio::time::advance(Duration::from_millis(1)).await;
                         settle().await;
-                        check(&mut pending, &mut held, &mut answered, &mut rx);
+                        check(
+                            &mut pending,
+                            &mut held,
+                            &non_rejectable,
+                            &mut answered,
+                            &mut rx,
+                        );
                     }
                 }
             }
             settle().await;
-            check(&mut pending, &mut held, &mut answered, &mut rx);
+            check(
+                &mut pending,
+                &mut held,
+                &non_rejectable,
+                &mut answered,
+                &mut rx,
+            );
         }
         // Let every waiter reach its expiry.
         for _ in 0..max_wait + 200 {
             tokio::time::advance(Duration::from_millis(1)).await;
             settle().await;
-            check(&mut pending, &mut held, &mut answered, &mut rx);
+            check(
+                &mut pending,
+                &mut held,
+                &non_rejectable,
+                &mut answered,
+                &mut rx,
+            );
         }
         assert!(pending.is_empty(), "every ask answered");
         assert_eq!(
@@ -232,11 +334,12 @@ proptest! {
     #[test]
     fn queue_model_holds(
         limit in 1..4u32,
+        rate in proptest::option::of((20.0..500.0f64, 1..3u32)),
         max_size in 0..5u32,
         max_wait in 5..80u64,
         discipline in discipline(),
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        run_model(limit, max_size, max_wait, discipline, ops);
+        run_model(limit, rate, max_size, max_wait, discipline, ops);
     }
 }
