@@ -246,6 +246,10 @@ impl Queue {
     /// # Cancel safety
     /// Dropping the future leaves the queue cleanly: the waiter is removed and
     /// a permit granted in the meantime is released.
+    ///
+    /// # Panics
+    /// If it has to wait outside a tokio runtime with time enabled (the
+    /// immediate answers need no runtime).
     pub async fn ask(&self, req: Request) -> Result<Permit, Rejected> {
         match self.shared.try_fast(&req) {
             Ok(answer) => answer,
