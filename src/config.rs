@@ -30,6 +30,7 @@ pub struct GatewaySection {
     pub max_connections: usize,
     pub drain_grace_ms: u64,
     pub drain_retry_after_ms: u64,
+    pub ping_interval_ms: u64,
     pub read_buffer_bytes: usize,
     pub backlog: u32,
 }
@@ -43,6 +44,7 @@ impl Default for GatewaySection {
             max_connections: 100_000,
             drain_grace_ms: 10_000,
             drain_retry_after_ms: 1000,
+            ping_interval_ms: 30_000,
             read_buffer_bytes: 1024,
             backlog: 8192,
         }

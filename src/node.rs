@@ -5,7 +5,7 @@
 //! ├── store                  owns the store handle
 //! ├── auth (one_for_one)     hash_worker_0..N: argon2 on blocking threads
 //! ├── messaging (one_for_one) shard_0..N: one writer per room
-//! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop
+//! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop; keepalive: ping ticker
 //! ├── samplers               regulator feedback: CPU, scheduler delay
 //! └── metrics                Prometheus upkeep
 //! ```
@@ -106,6 +106,7 @@ fn gateway_config(cfg: &Config) -> GatewayConfig {
         max_connections: cfg.gateway.max_connections,
         drain_grace: Duration::from_millis(cfg.gateway.drain_grace_ms),
         drain_retry_after: Duration::from_millis(cfg.gateway.drain_retry_after_ms),
+        ping_interval: Duration::from_millis(cfg.gateway.ping_interval_ms),
         read_buffer_bytes: cfg.gateway.read_buffer_bytes,
         backlog: cfg.gateway.backlog,
         admin_token: cfg.admin.token.clone(),
@@ -155,6 +156,18 @@ fn samplers_spec(regulator: Regulator) -> ChildSpec {
             let feedback = regulator.spawn_feedback(Duration::from_millis(250));
             ctx.cancelled().await;
             feedback.abort();
+            Ok(())
+        })
+    })
+}
+
+/// The shared keepalive ticker (see `dialtone_gateway::keepalive`).
+fn keepalive_spec(gateway: Arc<Gateway>) -> ChildSpec {
+    ChildSpec::worker("keepalive", Restart::Permanent, move |ctx| {
+        let gateway = gateway.clone();
+        Box::pin(async move {
+            let every = gateway.cfg.ping_interval;
+            gateway.keepalive.run(every, ctx.cancelled()).await;
             Ok(())
         })
     })
@@ -288,7 +301,8 @@ impl Node {
         }
         let gateway_sup = SupervisorSpec::new("gateway")
             .intensity(5, Duration::from_secs(10))
-            .child(listener_spec(std_listener, gateway.clone()));
+            .child(listener_spec(std_listener, gateway.clone()))
+            .child(keepalive_spec(gateway.clone()));
         let tree = SupervisorSpec::new("dialtone")
             .strategy(Strategy::RestForOne)
             .intensity(3, Duration::from_secs(30))

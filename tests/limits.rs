@@ -117,3 +117,28 @@ async fn slow_consumer_gets_1013_and_the_room_does_not_stall() {
     // The slow client, reading at last, finds the close 1013 after what was buffered.
     assert_eq!(slow.closed().await, 1013);
 }
+
+#[tokio::test]
+async fn a_peer_that_answers_no_ping_is_dropped_and_a_live_one_stays() {
+    let node = start(&[("DIALTONE_GATEWAY__PING_INTERVAL_MS", "100")]).await;
+    let mut dead = Client::as_user(node.addr(), "dead").await;
+    let mut live = Client::as_user(node.addr(), "live").await;
+    // `live` keeps reading (its client answers pings); `dead` never reads.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+    while tokio::time::Instant::now() < deadline {
+        live.ok(json!({"type":"ping"})).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.ok(json!({"type":"join","room":"r"})).await;
+    // The dead peer was dropped: reading now finds the buffered pings, then
+    // the end of the stream. A live connection would keep answering pings
+    // and this loop would run into the timeout instead.
+    let ended = loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut dead.ws)).await {
+            Err(_) => break false,
+            Ok(None | Some(Err(_))) => break true,
+            Ok(Some(Ok(_))) => {}
+        }
+    };
+    assert!(ended, "the silent peer was dropped");
+}

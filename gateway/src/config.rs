@@ -21,6 +21,9 @@ pub struct GatewayConfig {
     pub drain_grace: Duration,
     /// Retry hint given in `goaway` and `Retry-After` while draining.
     pub drain_retry_after: Duration,
+    /// Ping every peer this often; one that answered nothing for a whole
+    /// interval is dropped. Zero disables.
+    pub ping_interval: Duration,
     /// Socket read buffer of each connection (tungstenite's default is 128 KiB).
     pub read_buffer_bytes: usize,
     /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
@@ -43,6 +46,7 @@ impl Default for GatewayConfig {
             max_connections: 100_000,
             drain_grace: Duration::from_secs(10),
             drain_retry_after: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(30),
             read_buffer_bytes: 1024,
             backlog: 8192,
             admin_token: None,

@@ -113,6 +113,9 @@ async fn run(
     deliver: &Arc<dyn Deliver>,
 ) -> End {
     let mut phase = gw.drain.subscribe();
+    let mut ping = gw.keepalive.subscribe();
+    // Anything heard from the peer since the last keepalive tick.
+    let mut heard = true;
     // Boxed: only connections that have not logged in pay for a timer.
     let mut login_deadline: Option<Pin<Box<Sleep>>> = session
         .user()
@@ -154,10 +157,20 @@ async fn run(
                 }
             }
             () = outbox.wait() => {}
+            Ok(()) = ping.changed() => {
+                if !heard {
+                    return End::Gone;
+                }
+                heard = false;
+                if timeout(gw.cfg.write_timeout, ws.send(Message::Ping(Bytes::new()))).await.is_err() {
+                    return End::Gone;
+                }
+            }
             () = async { login_deadline.as_mut().expect("guarded").await }, if login_deadline.is_some() => {
                 return End::Close(CloseCode::POLICY, "login timeout");
             }
             msg = ws.next() => {
+                heard = true;
                 let reply = match msg {
                     None => return End::Gone,
                     Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),

@@ -25,6 +25,7 @@ use crate::{
     config::GatewayConfig,
     conn,
     drain::{Drain, Phase},
+    keepalive::Keepalive,
     telemetry,
 };
 
@@ -48,6 +49,7 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub bus: Arc<dyn Bus>,
     pub drain: Arc<Drain>,
+    pub keepalive: Keepalive,
     /// Named panic points for drills; checked only with `fault_injection` on.
     pub faults: Faults,
     /// Admission queues in front of every expensive path; retuned live.
@@ -70,6 +72,7 @@ impl Gateway {
             cfg,
             bus,
             drain: Arc::new(Drain::default()),
+            keepalive: Keepalive::default(),
             faults,
             admin,
             metrics: telemetry::prometheus(),

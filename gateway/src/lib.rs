@@ -10,6 +10,7 @@
 //! - [`session`]: per-connection state + frame → Bus calls → reply (no socket).
 //! - [`conn`]: the connection task: socket I/O, login timeout, drain, close codes.
 //! - [`http`]: the router: `/ws` admission, `/healthz`, `/readyz`, `/metrics`, `/admin/*`.
+//! - [`keepalive`]: one shared ticker that pings every peer and drops dead ones.
 //! - [`drain`]: the drain sequence shared by every connection.
 //! - [`telemetry`]: metric names, cached handles, the Prometheus recorder.
 //! - [`listener`]: a TCP listener with a large accept backlog.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod drain;
 pub mod http;
+pub mod keepalive;
 pub mod listener;
 pub mod outbox;
 pub mod session;
