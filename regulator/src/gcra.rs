@@ -11,6 +11,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::pad::Padded;
+
 /// Time in nanoseconds since a clock base (see [`Clock`]).
 pub(crate) type Nanos = u64;
 
@@ -67,7 +69,7 @@ pub(crate) fn step(
 /// A GCRA whose parameters can change without losing its TAT.
 #[derive(Debug)]
 pub(crate) struct Gcra {
-    tat: AtomicU64,
+    tat: Padded<AtomicU64>,
     /// 0 means "no rate limit".
     interval: AtomicU64,
     tolerance: AtomicU64,
@@ -76,7 +78,7 @@ pub(crate) struct Gcra {
 impl Gcra {
     pub(crate) fn new() -> Self {
         Self {
-            tat: AtomicU64::new(0),
+            tat: Padded(AtomicU64::new(0)),
             interval: AtomicU64::new(0),
             tolerance: AtomicU64::new(0),
         }

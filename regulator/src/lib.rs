@@ -44,6 +44,7 @@ mod group;
 mod keyed;
 pub mod layer;
 mod limits;
+mod pad;
 mod permit;
 mod queue;
 mod regulator;

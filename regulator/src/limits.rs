@@ -13,6 +13,7 @@ use arc_swap::ArcSwapOption;
 use crate::gcra::{Gcra, Nanos};
 use crate::group::Group;
 use crate::keyed::KeyTable;
+use crate::pad::Padded;
 use crate::reject::Reason;
 
 /// "No concurrency limit".
@@ -36,7 +37,7 @@ pub(crate) struct Block {
 #[derive(Debug)]
 pub(crate) struct Limits {
     pub(crate) enabled: AtomicBool,
-    pub(crate) in_flight: AtomicU64,
+    pub(crate) in_flight: Padded<AtomicU64>,
     pub(crate) concurrency: AtomicU64,
     pub(crate) rate: Gcra,
     pub(crate) group: ArcSwapOption<GroupLink>,
@@ -48,7 +49,7 @@ impl Limits {
     pub(crate) fn new() -> Self {
         Self {
             enabled: AtomicBool::new(true),
-            in_flight: AtomicU64::new(0),
+            in_flight: Padded(AtomicU64::new(0)),
             concurrency: AtomicU64::new(UNLIMITED),
             rate: Gcra::new(),
             group: ArcSwapOption::empty(),

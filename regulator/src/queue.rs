@@ -17,6 +17,7 @@ use crate::feedback::modifier::ModifierState;
 use crate::feedback::sampler::LatencySampler;
 use crate::gcra::{Clock, Nanos};
 use crate::limits::{Block, GroupLink, Limits, UNLIMITED};
+use crate::pad::Padded;
 use crate::permit::Permit;
 use crate::reject::{Reason, Rejected};
 use crate::request::{Priority, Request};
@@ -61,7 +62,7 @@ pub(crate) struct Shared {
     /// path can tell whether anyone is waiting (no barging past waiters).
     pub(crate) waiting: AtomicUsize,
     /// EWMA of the time permits are held, in ns (0: unknown yet).
-    svc: AtomicU64,
+    svc: Padded<AtomicU64>,
     adaptive_on: AtomicBool,
     pub(crate) latency: LatencySampler,
     state: Mutex<State>,
@@ -76,7 +77,7 @@ impl Shared {
             limits: Limits::new(),
             stats: Stats::new(name),
             waiting: AtomicUsize::new(0),
-            svc: AtomicU64::new(0),
+            svc: Padded(AtomicU64::new(0)),
             adaptive_on: AtomicBool::new(false),
             latency: LatencySampler::new(),
             state: Mutex::new(State {

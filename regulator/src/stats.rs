@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::gcra::Nanos;
+use crate::pad::Padded;
 use crate::reject::Reason;
 
 /// A queue stops "shedding" after this long without a rejection.
@@ -30,7 +31,7 @@ struct Handles {
 #[derive(Debug)]
 pub(crate) struct Stats {
     name: String,
-    pub(crate) admitted: AtomicU64,
+    pub(crate) admitted: Padded<AtomicU64>,
     pub(crate) rejected: [AtomicU64; 8],
     shedding: AtomicBool,
     last_reject: AtomicU64,
@@ -57,7 +58,7 @@ impl Stats {
         };
         Self {
             name: name.to_owned(),
-            admitted: AtomicU64::new(0),
+            admitted: Padded(AtomicU64::new(0)),
             rejected: Default::default(),
             shedding: AtomicBool::new(false),
             last_reject: AtomicU64::new(0),
