@@ -92,12 +92,35 @@ pub async fn run(opts: Options) -> Result<Summary, Error> {
     let plan = ProfilePlan::of(&opts);
     let config = goose_config(&opts, &dir)?;
     let goose_plan = plan.goose_plan.clone();
-    let run = Arc::new(RunState::new(opts.clone(), plan, prefix));
+    let users = user_plan(&opts, &config);
+    let mut state = RunState::new(opts.clone(), plan, prefix);
+    if let UserPlan::Goose(n) | UserPlan::GoosePlan(n) = users {
+        state.expected_users = n;
+    }
+    let run = Arc::new(state);
 
     let attack =
         GooseAttack::initialize_with_config(config)?.register_scenario(user::scenario(&run)?);
-    let attack = *attack.set_default(GooseDefault::Host, opts.host.as_str())?;
-    let attack = *attack.set_default(GooseDefault::TestPlan, goose_plan.as_str())?;
+    let mut attack = *attack.set_default(GooseDefault::Host, opts.host.as_str())?;
+    match users {
+        UserPlan::Profile => {
+            attack = *attack.set_default(GooseDefault::TestPlan, goose_plan.as_str())?;
+        }
+        UserPlan::Goose(_) => {
+            // goose's --users/-r/-t given: fill in the rest from our options.
+            let hatch = opts.effective_hatch_rate();
+            let hatch = if hatch.is_finite() {
+                hatch
+            } else {
+                opts.users as f64
+            };
+            attack = *attack.set_default(GooseDefault::Users, opts.users)?;
+            attack = *attack.set_default(GooseDefault::IncreaseRate, hatch.to_string().as_str())?;
+            let hold = opts.start_timeout + run.rates.end + std::time::Duration::from_secs(5);
+            attack = *attack.set_default(GooseDefault::RunTime, hold.as_secs() as usize)?;
+        }
+        UserPlan::GoosePlan(_) => {}
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let collector = tokio::spawn(collector::collect(
@@ -136,6 +159,46 @@ pub async fn run(opts: Options) -> Result<Summary, Error> {
 /// A short human-readable account of a summary, as the binary prints it.
 pub fn console_report(s: &Summary) -> String {
     report::console(s)
+}
+
+/// Who decides how many users run and when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UserPlan {
+    /// The profile's goose test plan.
+    Profile,
+    /// goose options after `--` (`--users`, `-r`, `-t`, ...): that many users.
+    Goose(usize),
+    /// A `--test-plan` after `--`; the number is its largest step.
+    GoosePlan(usize),
+}
+
+fn user_plan(opts: &Options, config: &GooseConfiguration) -> UserPlan {
+    let plan = opts.goose.iter().enumerate().find_map(|(i, a)| {
+        if a == "--test-plan" {
+            opts.goose.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--test-plan=").map(str::to_string)
+        }
+    });
+    if let Some(plan) = plan {
+        return UserPlan::GoosePlan(plan_users(&plan).unwrap_or(opts.users));
+    }
+    if config.users.is_some()
+        || config.run_time.is_some()
+        || config.increase_rate.is_some()
+        || config.increase_time.is_some()
+        || config.iterations.is_some()
+    {
+        return UserPlan::Goose(config.users.unwrap_or(opts.users));
+    }
+    UserPlan::Profile
+}
+
+/// The largest user count of a goose test plan, if it parses.
+fn plan_users(plan: &str) -> Option<usize> {
+    plan.parse::<goose::test_plan::TestPlan>()
+        .ok()
+        .and_then(|p| p.steps.iter().map(|s| s.0).max())
 }
 
 fn validate(opts: &Options) -> Result<(), Error> {
@@ -230,6 +293,24 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn goose_user_options_take_over_the_user_plan() {
+        let parse = |extra: &[&str]| {
+            let mut o = Options::new(Profile::Load);
+            o.users = 7;
+            o.goose = extra.iter().map(|s| s.to_string()).collect();
+            let c = GooseConfiguration::parse_args_default(&o.goose).expect("goose args");
+            user_plan(&o, &c)
+        };
+        assert_eq!(parse(&[]), UserPlan::Profile);
+        assert_eq!(parse(&["--users", "10"]), UserPlan::Goose(10));
+        assert_eq!(parse(&["-t", "5s"]), UserPlan::Goose(7));
+        assert_eq!(
+            parse(&["--test-plan", "5,1s;20,2s;0,0s"]),
+            UserPlan::GoosePlan(20)
+        );
+    }
 
     #[test]
     fn stamps_are_utc_calendar_dates() {

@@ -130,6 +130,14 @@ pub fn console(s: &Summary) -> String {
         s.send_errors,
         s.send_timeouts
     );
+    let _ = writeln!(
+        o,
+        "{} of {} users in after {:.2} s; sending for {:.1} s",
+        s.users as u64 - s.failed_users,
+        s.users,
+        s.startup_s,
+        s.sending_s
+    );
     for (name, l) in [("send->ok", &s.send_ok), ("delivery", &s.delivery)] {
         let _ = writeln!(
             o,

@@ -221,7 +221,8 @@ async fn reconnect_storm_catches_up_with_history() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Also shows `run` works on a current-thread runtime (plain `#[tokio::test]`).
+#[tokio::test]
 async fn login_storm_registers_and_logs_in_everyone() {
     let _serial = SERIAL.lock().await;
     let host = start(0).await;
