@@ -193,7 +193,7 @@ impl Summary {
     pub fn build(run: &RunState, col: &Collected, extra: Extra) -> Self {
         let c = &run.c;
         let seq: SeqCounts = *lock(&run.seq);
-        let users = run.opts.users;
+        let users = run.expected_users;
         let failed_users = c.failed_users.load(Ordering::Relaxed);
         let in_users = users.saturating_sub(failed_users as usize) as f64;
         let epoch_s = 0.0;
