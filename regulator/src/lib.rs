@@ -28,6 +28,7 @@
 //! - `waitq`, `codel`: wait queue storage and the RFC 8289 control law.
 //! - [`feedback`]: samplers, modifiers, adaptive limits.
 //! - `stats`: counters, `metrics` export, shedding log lines.
+//! - `pad`: cache-line padding for the counters every ask writes.
 //! - [`layer`]: the tower `Layer`.
 //! - [`watch`]: reload from a watched file.
 //! - `request`, `reject`, `permit`: the values callers handle.
