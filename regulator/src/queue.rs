@@ -168,6 +168,7 @@ impl Shared {
         if !st.cfg.enabled {
             l.concurrency.store(UNLIMITED, Ordering::Release);
             l.rate.set(None, 1, now);
+            self.stats.limits(None, None);
             return;
         }
         let base = match (&st.adaptive, st.cfg.max_concurrency) {
@@ -178,11 +179,9 @@ impl Shared {
             ((f64::from(c) * st.factor).floor() as u64).max(1)
         });
         l.concurrency.store(eff, Ordering::Release);
-        l.rate.set(
-            st.cfg.rate_per_sec.map(|r| r * st.factor),
-            st.cfg.burst,
-            now,
-        );
+        let rate = st.cfg.rate_per_sec.map(|r| r * st.factor);
+        l.rate.set(rate, st.cfg.burst, now);
+        self.stats.limits((eff != UNLIMITED).then_some(eff), rate);
     }
 
     /// Applies a new configuration, keeping waiters, in-flight counts, rate

@@ -116,6 +116,11 @@ impl Stats {
     ) {
         self.m.queue_length.set(queue_length as f64);
         self.m.in_flight.set(in_flight as f64);
+        self.limits(concurrency, rate);
+    }
+
+    /// Limits in force (-1: none).
+    pub(crate) fn limits(&self, concurrency: Option<u64>, rate: Option<f64>) {
         self.m
             .concurrency_limit
             .set(concurrency.map_or(-1.0, |c| c as f64));
