@@ -4,6 +4,7 @@
 //! end, and stops goose when the rate plan is over.
 
 use crate::hist::{LatencySummary, new_hist};
+use crate::procstat;
 use crate::state::RunState;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -36,6 +37,12 @@ pub struct IntervalPoint {
     pub delivery: LatencySummary,
     /// Send-to-ok latency of the interval.
     pub send_ok: LatencySummary,
+    /// Cores the load generator used.
+    pub loadgen_cpu: Option<f64>,
+    /// Cores the node used (`--node-pid`).
+    pub node_cpu: Option<f64>,
+    /// Node resident memory, MiB (`--node-pid`).
+    pub node_rss_mib: Option<f64>,
 }
 
 /// Totals of one rate-plan segment (a phase) of the run.
@@ -143,6 +150,9 @@ pub async fn collect(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Snapshot::default();
     let mut last_at = run.epoch;
+    let node_pid = run.opts.node_pid.map(|p| p.to_string());
+    let mut last_self = procstat::read("self");
+    let mut last_node = node_pid.as_deref().and_then(procstat::read);
     let mut plan_over = false;
     loop {
         let stopping = tokio::select! {
@@ -150,7 +160,20 @@ pub async fn collect(
             _ = stop.changed() => true,
         };
         let now = Instant::now();
-        let (point, d, a, snap) = interval(&run, last, last_at, now);
+        let (mut point, d, a, snap) = interval(&run, last, last_at, now);
+        let secs = now
+            .saturating_duration_since(last_at)
+            .as_secs_f64()
+            .max(1e-3);
+        let me = procstat::read("self");
+        point.loadgen_cpu = cores(last_self, me, secs);
+        last_self = me;
+        if let Some(pid) = node_pid.as_deref() {
+            let node = procstat::read(pid);
+            point.node_cpu = cores(last_node, node, secs);
+            point.node_rss_mib = node.map(|n| n.rss_mib);
+            last_node = node;
+        }
         let start = last_at.saturating_duration_since(run.epoch);
         let len = now.saturating_duration_since(last_at);
         for (h, tag) in [(&d, "delivery"), (&a, "send_ok")] {
@@ -199,6 +222,15 @@ pub async fn collect(
     Ok(out)
 }
 
+/// Cores used between two readings `secs` apart.
+fn cores(
+    before: Option<procstat::Reading>,
+    after: Option<procstat::Reading>,
+    secs: f64,
+) -> Option<f64> {
+    Some((after?.cpu_s - before?.cpu_s).max(0.0) / secs)
+}
+
 fn add(into: &mut Histogram<u64>, h: &Histogram<u64>) {
     if into.add(h).is_err() {
         for v in h.iter_recorded() {
@@ -236,6 +268,7 @@ fn interval(
         delivered_per_s: per(snap.received, last.received),
         delivery: LatencySummary::of(&d),
         send_ok: LatencySummary::of(&a),
+        ..IntervalPoint::default()
     };
     (point, d, a, snap)
 }

@@ -24,6 +24,7 @@ pub mod hist;
 pub mod options;
 pub mod plan;
 mod plot;
+mod procstat;
 pub mod protocol;
 mod report;
 pub mod schedule;

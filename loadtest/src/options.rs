@@ -172,6 +172,11 @@ pub struct Options {
     #[arg(long, default_value_t = 50)]
     pub max_retries: u32,
 
+    /// PID of the node when it runs on this machine: its CPU and resident
+    /// memory are sampled every second beside the generator's own (Linux).
+    #[arg(long)]
+    pub node_pid: Option<u32>,
+
     /// Options passed to goose unchanged (after `--`).
     #[arg(last = true, value_name = "GOOSE_ARGS")]
     pub goose: Vec<String>,

@@ -79,14 +79,14 @@ pub fn csv(points: &[IntervalPoint]) -> String {
     let mut out = String::from(
         "t_s,offered_per_s,sent_per_s,acked_per_s,errors_per_s,delivered_per_s,\
          delivery_count,delivery_p50_ms,delivery_p90_ms,delivery_p99_ms,delivery_p99_9_ms,delivery_max_ms,\
-         send_ok_count,send_ok_p50_ms,send_ok_p99_ms,send_ok_max_ms\n",
+         send_ok_count,send_ok_p50_ms,send_ok_p99_ms,send_ok_max_ms,loadgen_cpu,node_cpu,node_rss_mib\n",
     );
     for p in points {
         let (d, a) = (&p.delivery, &p.send_ok);
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3}",
+            "{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{},{},{}",
             p.t_s,
             p.offered_per_s,
             p.sent_per_s,
@@ -102,10 +102,17 @@ pub fn csv(points: &[IntervalPoint]) -> String {
             a.count,
             a.p50_ms,
             a.p99_ms,
-            a.max_ms
+            a.max_ms,
+            opt(p.loadgen_cpu),
+            opt(p.node_cpu),
+            opt(p.node_rss_mib)
         );
     }
     out
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_default()
 }
 
 /// A few lines for the console.
@@ -185,6 +192,19 @@ pub fn console(s: &Summary) -> String {
                 None => "",
             }
         );
+    }
+    let r = &s.resources;
+    if let Some(g) = r.loadgen_cpu_cores_mean {
+        let _ = write!(o, "cpu while sending: load generator {g:.2} cores");
+        if let Some(n) = r.node_cpu_cores_mean {
+            let _ = write!(o, ", node {n:.2} cores");
+        }
+        if let (Some(a), Some(b), Some(m)) =
+            (r.node_rss_mib_start, r.node_rss_mib_end, r.node_rss_mib_max)
+        {
+            let _ = write!(o, "; node RSS {a:.0} -> {b:.0} MiB (max {m:.0})");
+        }
+        let _ = writeln!(o);
     }
     if let Some(k) = &s.knee {
         let _ = writeln!(
