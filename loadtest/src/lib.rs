@@ -157,6 +157,17 @@ pub async fn run(opts: Options) -> Result<Summary, Error> {
     Ok(summary)
 }
 
+/// goose's own options, as `loadtest <profile> -- --help` prints them.
+pub fn goose_help() -> String {
+    use clap::Args;
+    let mut cmd = GooseConfiguration::augment_args(
+        clap::Command::new("loadtest <PROFILE> [OPTIONS] --").disable_help_flag(true),
+    )
+    .about("goose's own options, accepted after `--`")
+    .long_about(None::<&str>);
+    cmd.render_long_help().to_string()
+}
+
 /// A short human-readable account of a summary, as the binary prints it.
 pub fn console_report(s: &Summary) -> String {
     report::console(s)

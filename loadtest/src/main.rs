@@ -8,6 +8,10 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let opts = Options::parse();
+    if opts.goose.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", loadtest::goose_help());
+        return ExitCode::SUCCESS;
+    }
     match run(opts).await {
         Ok(summary) => {
             print!("{}", console_report(&summary));

@@ -41,17 +41,16 @@ impl Profile {
     }
 }
 
-/// Options of one load-test run.
-///
-/// Everything after `--` goes to goose unchanged (run `loadtest load -- --help`
-/// for goose's own options), e.g. `-- --threshold "p99<50ms for WS send"
-/// --co-mitigation average --report-file extra.pdf`. A goose `--test-plan`,
-/// `--users` or `--run-time` given there replaces the profile's own.
+/// Options of one load-test run (the command line; [`Options::new`] in code).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadtest",
     version,
     about = "Drive simulated dialtone chat users over WebSocket with goose and report latency, throughput and message integrity.",
+    long_about = "Drive simulated dialtone chat users over WebSocket with goose and report latency, throughput and message integrity.\n\n\
+        Everything after `--` goes to goose unchanged (`loadtest load -- --help` lists goose's own options), \
+        e.g. `-- --threshold \"p99<50ms for WS send\" --co-mitigation average --report-file extra.pdf`. \
+        A goose `--test-plan`, `--users` or `--run-time` given there replaces the profile's user plan.",
     after_help = "Profiles are described in loadtest/README.md. Exit status: 0 when every threshold passed and no message was lost, 1 otherwise, 2 on bad options."
 )]
 pub struct Options {
