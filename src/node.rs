@@ -216,6 +216,9 @@ impl Node {
                 rand::random::<[u8; 32]>().to_vec()
             }
         };
+        // Metric handles (the regulator's per-queue ones among them) bind to
+        // the recorder present when they are created: install it first.
+        dialtone_gateway::telemetry::prometheus();
         let faults = Faults::default();
         let store = Arc::new(MemoryStore::with_retention(cfg.store.memory_retention));
         let dyn_store: Arc<dyn Store> = store.clone();

@@ -35,6 +35,9 @@ async fn metrics_expose_connections_frames_errors_and_a_latency_histogram() {
         "dialtone_errors_total{code=\"forbidden\"}",
         "dialtone_send_stored_seconds_bucket{le=",
         "dialtone_send_stored_seconds_count",
+        "regulator_admitted_total{queue=\"send\"}",
+        "regulator_in_flight{queue=\"login\"}",
+        "regulator_wait_seconds_bucket{queue=\"send\",le=",
     ] {
         assert!(body.contains(needle), "missing {needle} in\n{body}");
     }
