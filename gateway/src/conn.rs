@@ -3,8 +3,14 @@
 //!
 //! One task does both reading and writing: a second task per connection
 //! would double the idle memory that is the gateway's main cost.
+//!
+//! For the same reason the task's future is kept small. An `async fn` is as
+//! big as its largest await point, and an idle connection waits in `run`'s
+//! `select!`; everything awaited only while busy (request handling, sends,
+//! batched writes, login, close) is boxed, so it costs heap only while it
+//! runs. docs/BENCHMARKS.md has the measurements.
 
-use std::{collections::VecDeque, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
@@ -15,7 +21,7 @@ use dialtone_proto::{
     server,
 };
 use dialtone_store::bus::Deliver;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt, future::BoxFuture};
 use tokio::time::{Sleep, sleep, timeout};
 
 use crate::{
@@ -55,7 +61,7 @@ pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guar
     let deliver: Arc<dyn Deliver> = outbox.clone();
     let mut session = Session::new(gw.next_conn_id(), None, gw.cfg.max_body_bytes);
     if let Some(user) = user
-        && let Err(f) = session.adopt(user, gw.bus.as_ref(), &deliver).await
+        && let Err(f) = Box::pin(session.adopt(user, gw.bus.as_ref(), &deliver)).await
     {
         let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
         finish(
@@ -78,11 +84,14 @@ pub async fn serve(mut ws: WebSocket, gw: Arc<Gateway>, user: Option<Name>, guar
     drop(guard);
 }
 
-async fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> Result<(), ()> {
-    match timeout(limit, ws.send(text(frame))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
+/// Sends one frame (boxed: see the module docs).
+fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
+    Box::pin(async move {
+        match timeout(limit, ws.send(text(frame))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    })
 }
 
 /// How long to wait for the peer to answer our close frame; a client that
@@ -90,8 +99,17 @@ async fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> Result<(), (
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Sends the close frame (bounded by `limit`: the socket may be full) and
-/// waits briefly for the peer's echo.
-async fn finish(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
+/// waits briefly for the peer's echo. Boxed (see the module docs).
+fn finish<'a>(
+    ws: &'a mut WebSocket,
+    code: u16,
+    reason: &'static str,
+    limit: Duration,
+) -> BoxFuture<'a, ()> {
+    Box::pin(finish_inner(ws, code, reason, limit))
+}
+
+async fn finish_inner(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
     telemetry::close(code);
     let frame = CloseFrame {
         code,
@@ -121,7 +139,6 @@ async fn run(
         .user()
         .is_none()
         .then(|| Box::pin(sleep(gw.cfg.login_timeout)));
-    let mut batch = VecDeque::new();
     if *phase.borrow_and_update() != Phase::Running {
         return End::Close(CloseCode::RESTART, "node draining");
     }
@@ -133,7 +150,7 @@ async fn run(
             );
         }
         if !outbox.is_empty() {
-            if let Err(end) = flush(ws, outbox, &mut batch, gw.cfg.write_timeout).await {
+            if let Err(end) = flush(ws, outbox, gw.cfg.write_timeout).await {
                 return end;
             }
             continue;
@@ -162,7 +179,9 @@ async fn run(
                     return End::Gone;
                 }
                 heard = false;
-                if timeout(gw.cfg.write_timeout, ws.send(Message::Ping(Bytes::new()))).await.is_err() {
+                // Boxed: see the module docs.
+                let ping = Box::pin(timeout(gw.cfg.write_timeout, ws.send(Message::Ping(Bytes::new()))));
+                if ping.await.is_err() {
                     return End::Gone;
                 }
             }
@@ -192,8 +211,18 @@ async fn run(
 }
 
 /// Handles a text frame; a panic in the session logic answers `internal`
-/// for this request only, and the connection carries on.
-async fn on_text(
+/// for this request only, and the connection carries on. Boxed: the
+/// session's futures are the biggest part of the task (see the module docs).
+fn on_text<'a>(
+    session: &'a mut Session,
+    text: &'a str,
+    gw: &'a Gateway,
+    deliver: &'a Arc<dyn Deliver>,
+) -> BoxFuture<'a, Bytes> {
+    Box::pin(on_text_inner(session, text, gw, deliver))
+}
+
+async fn on_text_inner(
     session: &mut Session,
     text: &str,
     gw: &Gateway,
@@ -224,13 +253,18 @@ async fn on_text(
 
 /// Writes everything queued in one batch. While the socket is blocked, an
 /// overflow or a stall longer than `limit` ends the connection as a slow consumer.
-async fn flush(
-    ws: &mut WebSocket,
-    outbox: &Outbox,
-    batch: &mut VecDeque<Bytes>,
+/// Boxed (see the module docs); the batch is dropped at the end, so an idle
+/// connection keeps no queue buffer.
+fn flush<'a>(
+    ws: &'a mut WebSocket,
+    outbox: &'a Outbox,
     limit: Duration,
-) -> Result<(), End> {
-    outbox.take(batch);
+) -> BoxFuture<'a, Result<(), End>> {
+    Box::pin(flush_inner(ws, outbox, limit))
+}
+
+async fn flush_inner(ws: &mut WebSocket, outbox: &Outbox, limit: Duration) -> Result<(), End> {
+    let mut batch = outbox.take();
     let write = async {
         while let Some(frame) = batch.pop_front() {
             ws.feed(text(frame)).await?;

@@ -63,14 +63,11 @@ impl Outbox {
         accepted
     }
 
-    /// Takes everything queued, for one batched write.
-    pub fn take(&self, into: &mut VecDeque<Bytes>) {
-        let mut q = self.lock();
-        std::mem::swap(&mut *q, into);
-        // A burst can leave a big buffer behind; an idle connection should not keep it.
-        if q.capacity() > 64 {
-            *q = VecDeque::new();
-        }
+    /// Takes everything queued, for one batched write. The queue is left
+    /// without a buffer, so an idle connection keeps none (the next push
+    /// allocates).
+    pub fn take(&self) -> VecDeque<Bytes> {
+        std::mem::take(&mut *self.lock())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,8 +110,8 @@ mod tests {
             !o.push(Bytes::from_static(b"4")),
             "stays closed after overflow"
         );
-        let mut batch = VecDeque::new();
-        o.take(&mut batch);
+        let batch = o.take();
+        assert_eq!(o.take().capacity(), 0, "no buffer left behind");
         assert_eq!(batch, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
     }
 
