@@ -73,6 +73,9 @@ struct Args {
     /// Bound on each phase (upgrade, join).
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Upgrade only: skip the join phase (isolates the cost of joining).
+    #[arg(long)]
+    skip_join: bool,
     /// Client-side tungstenite read buffer (the client's memory, not the server's).
     #[arg(long, default_value_t = 4096)]
     client_read_buffer: usize,
@@ -261,6 +264,7 @@ async fn main() {
     );
     let room_size = args.room_size.max(1);
     let prefix = args.prefix.clone();
+    let skip_join = args.skip_join;
     let t1 = Instant::now();
     let deadline = t1 + phase_limit;
     let joined: Vec<Option<(Sink, Duration)>> = {
@@ -269,6 +273,13 @@ async fn main() {
             let slots = slots.clone();
             let room = format!("{prefix}r{}", i / room_size);
             async move {
+                if skip_join {
+                    // Keep the socket open without joining (discard nothing: none arrives).
+                    let ws = slots[i].lock().await.take()?;
+                    let (tx, mut rx) = ws.split();
+                    tokio::spawn(async move { while rx.next().await.is_some() {} });
+                    return Some((tx, Duration::ZERO));
+                }
                 let ws = slots[i].lock().await.take()?;
                 let start = Instant::now();
                 let join = async move {
