@@ -102,12 +102,9 @@ impl SeqChecker {
     /// A message returned by `history`. Returns `true` when it filled a hole.
     pub fn on_history(&mut self, seq: u64) -> bool {
         if seq > self.high {
-            // Newer than anything live yet: the live copy will follow and be a
-            // duplicate of this one, so accept it as the live one instead.
-            self.missing.extend(self.high + 1..seq);
-            self.high = seq;
-            self.counts.recovered += 1;
-            return true;
+            // Stored after the re-join: this connection is a member, so the
+            // live copy is on its way and is the one that counts.
+            return false;
         }
         if self.missing.remove(&seq) {
             self.offline.remove(&seq);
@@ -227,6 +224,24 @@ mod tests {
         assert_eq!(n.recovered, 4);
         assert_eq!(n.expected, 7);
         assert_eq!(n.delivered + n.recovered, 7);
+    }
+
+    #[test]
+    fn history_overlapping_the_live_stream_is_not_a_duplicate() {
+        let mut c = SeqChecker::new(0);
+        c.on_live(1);
+        c.on_rejoin(3);
+        // History answered after seq 4 and 5 were stored but before they
+        // arrived live.
+        for s in 2..=5 {
+            c.on_history(s);
+        }
+        c.on_live(4);
+        c.on_live(5);
+        let n = c.finish(5);
+        assert_eq!((n.gaps, n.duplicates, n.reorders), (0, 0, 0));
+        assert_eq!(n.recovered, 2);
+        assert_eq!(n.delivered, 3);
     }
 
     #[test]
