@@ -43,6 +43,43 @@ pub fn parse(stat: &str, status: &str) -> Option<Reading> {
     })
 }
 
+/// CPU and memory of the generator and the node (`--node-pid`), from `/proc`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Resources {
+    /// Mean cores used by the load generator while sending.
+    pub loadgen_cpu_cores_mean: Option<f64>,
+    /// Mean cores used by the node while sending.
+    pub node_cpu_cores_mean: Option<f64>,
+    /// Node resident memory at the first sample, MiB.
+    pub node_rss_mib_start: Option<f64>,
+    /// Node resident memory at the last sample, MiB.
+    pub node_rss_mib_end: Option<f64>,
+    /// Largest node resident memory, MiB.
+    pub node_rss_mib_max: Option<f64>,
+}
+
+impl Resources {
+    /// Means and extremes of the per-second samples between `from_s` and `to_s`.
+    pub fn of(points: &[crate::collector::IntervalPoint], from_s: f64, to_s: f64) -> Self {
+        let mean = |f: fn(&crate::collector::IntervalPoint) -> Option<f64>| {
+            let v: Vec<f64> = points
+                .iter()
+                .filter(|p| p.t_s > from_s && p.t_s <= to_s + 1.0)
+                .filter_map(f)
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let rss: Vec<f64> = points.iter().filter_map(|p| p.node_rss_mib).collect();
+        Self {
+            loadgen_cpu_cores_mean: mean(|p| p.loadgen_cpu),
+            node_cpu_cores_mean: mean(|p| p.node_cpu),
+            node_rss_mib_start: rss.first().copied(),
+            node_rss_mib_end: rss.last().copied(),
+            node_rss_mib_max: rss.iter().copied().reduce(f64::max),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,18 @@
 //! [`Summary`]: the figures of one run as `summary.json` holds them, and the
 //! verdict (thresholds, gaps) that decides the exit status.
 
+mod verdict;
+
 use crate::collector::{Collected, PhaseAcc, error_rate, recovery_s, step_passes};
 use crate::hist::{LatencySummary, lock};
 use crate::options::Profile;
+use crate::procstat::Resources;
 use crate::seq::SeqCounts;
 use crate::state::RunState;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+pub use verdict::Check;
 
 /// One phase (rate-plan segment) of the run.
 #[derive(Debug, Clone, Serialize)]
@@ -44,53 +48,6 @@ pub struct Overload {
     pub retry_after_ms: LatencySummary,
     /// Upgrades refused with HTTP 503.
     pub connect_503: u64,
-}
-
-/// CPU and memory of the generator and the node (`--node-pid`), from `/proc`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Resources {
-    /// Mean cores used by the load generator while sending.
-    pub loadgen_cpu_cores_mean: Option<f64>,
-    /// Mean cores used by the node while sending.
-    pub node_cpu_cores_mean: Option<f64>,
-    /// Node resident memory at the first sample, MiB.
-    pub node_rss_mib_start: Option<f64>,
-    /// Node resident memory at the last sample, MiB.
-    pub node_rss_mib_end: Option<f64>,
-    /// Largest node resident memory, MiB.
-    pub node_rss_mib_max: Option<f64>,
-}
-
-impl Resources {
-    fn of(points: &[crate::collector::IntervalPoint], from_s: f64, to_s: f64) -> Self {
-        let mean = |f: fn(&crate::collector::IntervalPoint) -> Option<f64>| {
-            let v: Vec<f64> = points
-                .iter()
-                .filter(|p| p.t_s > from_s && p.t_s <= to_s + 1.0)
-                .filter_map(f)
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        let rss: Vec<f64> = points.iter().filter_map(|p| p.node_rss_mib).collect();
-        Self {
-            loadgen_cpu_cores_mean: mean(|p| p.loadgen_cpu),
-            node_cpu_cores_mean: mean(|p| p.node_cpu),
-            node_rss_mib_start: rss.first().copied(),
-            node_rss_mib_end: rss.last().copied(),
-            node_rss_mib_max: rss.iter().copied().reduce(f64::max),
-        }
-    }
-}
-
-/// A limit checked at the end of the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// What was checked, e.g. `p99 delivery <= 100 ms`.
-    pub rule: String,
-    /// The measured value.
-    pub value: f64,
-    /// Whether it held.
-    pub passed: bool,
 }
 
 /// The figures of one run (`summary.json`).
@@ -377,71 +334,6 @@ impl Summary {
             run.opts.error_rate_limit(),
         );
         s
-    }
-
-    /// Applies the limits and integrity rules; sets `checks`, `failures`, `passed`.
-    pub fn judge(
-        &mut self,
-        p99_delivery_ms: Option<f64>,
-        p99_send_ms: Option<f64>,
-        max_error_rate: Option<f64>,
-    ) {
-        let stress = self.profile == Profile::Stress;
-        let mut checks = Vec::new();
-        if !stress {
-            if let Some(l) = p99_delivery_ms {
-                checks.push(Check {
-                    rule: format!("p99 delivery <= {l} ms"),
-                    value: self.delivery.p99_ms,
-                    passed: self.delivery.p99_ms <= l,
-                });
-            }
-            if let Some(l) = max_error_rate {
-                checks.push(Check {
-                    rule: format!("error rate <= {l}"),
-                    value: self.error_rate,
-                    passed: self.error_rate <= l,
-                });
-            }
-        }
-        if let Some(l) = p99_send_ms {
-            checks.push(Check {
-                rule: format!("p99 send->ok <= {l} ms"),
-                value: self.send_ok.p99_ms,
-                passed: self.send_ok.p99_ms <= l,
-            });
-        }
-        let mut failures: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("{} (measured {:.3})", c.rule, c.value))
-            .collect();
-        if self.gaps > 0 {
-            failures.push(format!(
-                "{} acknowledged messages never delivered (gaps)",
-                self.gaps
-            ));
-        }
-        if self.profile == Profile::Peak && self.recovery_s.is_none() && !self.phases.is_empty() {
-            failures.push(
-                "peak: p99 delivery did not come back near the baseline after the spike".into(),
-            );
-        }
-        if stress && self.knee.is_none() {
-            failures.push("stress: not even the first step met the limits".into());
-        }
-        if self.messages_sent == 0 && self.profile != Profile::ConnectStorm {
-            failures.push("no message was sent".into());
-        }
-        if self.users > 0 && self.failed_users as usize == self.users {
-            failures.push("no user got in".into());
-        }
-        for rule in &self.goose_thresholds_failed {
-            failures.push(format!("goose threshold failed: {rule}"));
-        }
-        self.checks = checks;
-        self.passed = failures.is_empty();
-        self.failures = failures;
     }
 }
 
