@@ -30,9 +30,12 @@ use std::{
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
-use tokio::{net::TcpStream, sync::Mutex};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::Mutex,
+};
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async_with_config,
+    MaybeTlsStream, WebSocketStream, client_async_with_config, connect_async_with_config,
     tungstenite::{Message, protocol::WebSocketConfig},
 };
 
@@ -76,6 +79,12 @@ struct Args {
     /// Upgrade only: skip the join phase (isolates the cost of joining).
     #[arg(long)]
     skip_join: bool,
+    /// Spread client sockets over this many source addresses 127.0.0.2...
+    /// (0: let the kernel pick). Past ~15k connections from one address the
+    /// kernel's ephemeral-port search dominates the client's CPU (240 us per
+    /// connect at 19.5k instead of 35), and the bench measures itself.
+    #[arg(long, default_value_t = 8)]
+    source_ips: u8,
     /// Client-side tungstenite read buffer (the client's memory, not the server's).
     #[arg(long, default_value_t = 4096)]
     client_read_buffer: usize,
@@ -102,6 +111,18 @@ fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat
+/// (clock ticks, 100 per second on Linux).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    #[allow(clippy::cast_precision_loss)]
+    Some(ticks as f64 / 100.0)
+}
+
 /// `TcpExt: ListenOverflows` and `ListenDrops` from /proc/net/netstat.
 fn listen_counters() -> Option<(u64, u64)> {
     let text = fs::read_to_string("/proc/net/netstat").ok()?;
@@ -121,6 +142,32 @@ fn listen_counters() -> Option<(u64, u64)> {
         return Some((get("ListenOverflows")?, get("ListenDrops")?));
     }
     None
+}
+
+/// TCP connect (from source address `127.0.0.(2 + i % source_ips)` when
+/// `source_ips` > 0) and the WebSocket upgrade.
+async fn connect(
+    url: &str,
+    i: usize,
+    source_ips: u8,
+    cfg: WebSocketConfig,
+) -> Result<Ws, Box<dyn std::error::Error + Send + Sync>> {
+    if source_ips == 0 {
+        return Ok(connect_async_with_config(url, Some(cfg), true).await?.0);
+    }
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.split('/').next())
+        .ok_or("url must be ws://host:port/...")?;
+    let addr: std::net::SocketAddr = host.parse()?;
+    #[allow(clippy::cast_possible_truncation)]
+    let last = 2 + (i % usize::from(source_ips)) as u8;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(cfg)).await?;
+    Ok(ws)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -205,11 +252,15 @@ async fn main() {
 
     let rss_before = args.server_pid.and_then(|p| proc_status_bytes(p, "VmRSS:"));
     let listen_before = listen_counters();
+    let server_pid = args.server_pid.map(|p| p.to_string());
+    let cpu = || (server_pid.as_deref().and_then(cpu_secs), cpu_secs("self"));
+    let cpu_before = cpu();
 
     // Phase 1: the upgrade burst.
     let cfg = WebSocketConfig::default()
         .read_buffer_size(args.client_read_buffer)
         .write_buffer_size(0);
+    let source_ips = args.source_ips;
     let t0 = Instant::now();
     let deadline = t0 + phase_limit;
     let upgraded = {
@@ -218,9 +269,9 @@ async fn main() {
             let urls = urls.clone();
             async move {
                 let start = Instant::now();
-                let attempt = connect_async_with_config(urls[i].as_str(), Some(cfg), true);
+                let attempt = connect(&urls[i], i, source_ips, cfg);
                 match tokio::time::timeout_at(deadline.into(), attempt).await {
-                    Ok(Ok((ws, _))) => Some((ws, start.elapsed())),
+                    Ok(Ok(ws)) => Some((ws, start.elapsed())),
                     Ok(Err(e)) => {
                         // Report the first few only: a refused run fails them all.
                         if FAILS.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -235,17 +286,31 @@ async fn main() {
         .await
     };
     let burst = t0.elapsed();
+    let cpu_after = cpu();
     let listen_after = listen_counters();
     let mut lat: Vec<Duration> = upgraded.iter().flatten().map(|(_, d)| *d).collect();
     let ok = lat.len();
     #[allow(clippy::cast_precision_loss)]
     let rate = ok as f64 / burst.as_secs_f64();
     println!(
-        "upgrades: {ok}/{n} in {:.3} s = {rate:.0}/s (concurrency {})",
+        "upgrades: {ok}/{n} in {:.3} s = {rate:.0}/s (concurrency {}); failed {}",
         burst.as_secs_f64(),
-        args.concurrency
+        args.concurrency,
+        FAILS.load(Ordering::Relaxed)
     );
     latency_line("upgrade", &mut lat);
+    if let ((Some(sb), Some(cb)), (Some(sa), Some(ca))) = (cpu_before, cpu_after) {
+        // CPU per upgrade bounds the rate the server alone could sustain.
+        #[allow(clippy::cast_precision_loss)]
+        let per = |secs: f64| secs * 1e6 / ok.max(1) as f64;
+        println!(
+            "CPU during the burst: server {:.2} s ({:.0} us/upgrade), client {:.2} s ({:.0} us/upgrade)",
+            sa - sb,
+            per(sa - sb),
+            ca - cb,
+            per(ca - cb)
+        );
+    }
     if let (Some(b), Some(a)) = (listen_before, listen_after) {
         println!(
             "TcpExtListenOverflows +{}  TcpExtListenDrops +{} (host-wide, during the burst)",
