@@ -138,7 +138,7 @@ pub struct Options {
     #[arg(long, default_value = "loadtest-results")]
     pub out_dir: PathBuf,
 
-    /// Name of this run's folder (default: <profile>-<UTC date-time>).
+    /// Name of this run's folder (default: `<profile>-<UTC date-time>`).
     #[arg(long)]
     pub run_name: Option<String>,
 
