@@ -141,6 +141,29 @@ fn options(profile: Profile, host: &str, out: &Path) -> Options {
     o
 }
 
+/// Standard base64 (the interval log's encoding), without a dependency.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -187,6 +210,23 @@ async fn load_profile_delivers_every_message_to_every_member() {
             "{f} not empty"
         );
     }
+    // The interval log is standard HdrHistogram: its delivery intervals add up
+    // to the run's deliveries.
+    let log = std::fs::read(Path::new(&s.run_dir).join("intervals.hlog")).expect("hlog");
+    let mut from_log = 0;
+    for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log) {
+        if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(h)) = entry
+            && h.tag().map(|t| t.as_str()) == Some("delivery")
+        {
+            let bytes = base64_decode(h.encoded_histogram());
+            let hist: hdrhistogram::Histogram<u64> =
+                hdrhistogram::serialization::Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .expect("histogram");
+            from_log += hist.len();
+        }
+    }
+    assert_eq!(from_log, s.delivery.count);
     let report = std::fs::read_to_string(Path::new(&s.run_dir).join("report.md")).expect("md");
     assert!(
         report.contains("| WS | send |"),
