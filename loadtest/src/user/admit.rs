@@ -89,6 +89,20 @@ pub(super) async fn connect_url(
             }
             Err(ConnectError::Failed(why)) => {
                 run.c.connect_failed.fetch_add(1, Ordering::Relaxed);
+                // Refused or reset connections rarely heal within a run: give
+                // up sooner than on a 503, which says when to come back.
+                if attempt + 1 >= run.opts.max_retries.min(10) {
+                    user.record_custom_request_duration(
+                        METHOD,
+                        "connect",
+                        conn::elapsed(started),
+                        false,
+                        None,
+                        Some(&why),
+                    )
+                    .await?;
+                    return Err(fail(format!("connect failed: {why}")));
+                }
                 user.record_custom_request_duration(
                     METHOD,
                     "connect",
