@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use regulator::{Discipline, QueueConfig, RegulatorConfig};
+use regulator::{Discipline, ModifierConfig, QueueConfig, RegulatorConfig, Step};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -336,6 +336,11 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
         (
             "send",
             QueueConfig {
+                // A ceiling well above this node's fan-out capacity; the
+                // modifier below lowers it while deliveries fall behind.
+                rate_per_sec: Some(20_000.0),
+                burst: 2000,
+                modifiers: vec![send_backpressure()],
                 max_concurrency: Some(4096),
                 max_size: 1024,
                 max_wait_ms: 100,
@@ -359,6 +364,25 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
     .into_iter()
     .map(|(n, c)| (n.to_owned(), c))
     .collect()
+}
+
+/// jobs-style damping of `send` by the mean delivery lag (ms a fanned-out
+/// frame waits before it is written): the longer fan-out is behind, the
+/// harder new sends are shed, and the limit comes back when lag clears.
+fn send_backpressure() -> ModifierConfig {
+    let step = |above: f64, for_ms: u64, factor: f64| Step {
+        above,
+        for_ms,
+        factor,
+    };
+    ModifierConfig {
+        sampler: "delivery_lag".into(),
+        steps: vec![
+            step(20.0, 0, 0.5),
+            step(50.0, 250, 0.25),
+            step(100.0, 500, 0.1),
+        ],
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -147,9 +147,10 @@ fn listener_spec(std_listener: Arc<std::net::TcpListener>, gateway: Arc<Gateway>
     .shutdown_grace(Duration::from_secs(5))
 }
 
-/// The regulator's feedback loop: samples CPU and scheduler delay and
+/// The regulator's feedback loop: samples CPU, scheduler delay and delivery lag, and
 /// dampens queue limits by their modifiers.
-fn samplers_spec(regulator: Regulator) -> ChildSpec {
+fn samplers_spec(regulator: Regulator, gateway: &Gateway) -> ChildSpec {
+    regulator.add_sampler("delivery_lag", gateway.delivery_lag.clone());
     ChildSpec::worker("samplers", Restart::Permanent, move |ctx| {
         let regulator = regulator.clone();
         Box::pin(async move {
@@ -313,7 +314,7 @@ impl Node {
             .child(ChildSpec::supervisor(auth_sup))
             .child(ChildSpec::supervisor(messaging_sup))
             .child(ChildSpec::supervisor(gateway_sup))
-            .child(samplers_spec(regulator))
+            .child(samplers_spec(regulator, &gateway))
             .child(metrics_spec(&gateway))
             .start();
         // Set once, right after the tree exists; nothing else sets it.

@@ -27,7 +27,8 @@ use tokio::time::{Sleep, sleep, timeout};
 use crate::{
     drain::{ConnGuard, Phase},
     http::Gateway,
-    outbox::Outbox,
+    lag::DeliveryLag,
+    outbox::{Outbox, Pending},
     session::{Session, error_reply},
     telemetry::{self, hot},
 };
@@ -166,7 +167,7 @@ async fn run(
             );
         }
         if !outbox.is_empty() {
-            if let Err(end) = flush(ws, outbox, gw.cfg.write_timeout).await {
+            if let Err(end) = flush(ws, outbox, &gw.delivery_lag, gw.cfg.write_timeout).await {
                 return end;
             }
             continue;
@@ -274,18 +275,31 @@ async fn on_text_inner(
 fn flush<'a>(
     ws: &'a mut WebSocket,
     outbox: &'a Outbox,
+    lag: &'a DeliveryLag,
     limit: Duration,
 ) -> BoxFuture<'a, Result<(), End>> {
-    Box::pin(flush_inner(ws, outbox, limit))
+    Box::pin(flush_inner(ws, outbox, lag, limit))
 }
 
-async fn flush_inner(ws: &mut WebSocket, outbox: &Outbox, limit: Duration) -> Result<(), End> {
-    let mut batch = outbox.take();
+async fn flush_inner(
+    ws: &mut WebSocket,
+    outbox: &Outbox,
+    lag: &DeliveryLag,
+    limit: Duration,
+) -> Result<(), End> {
+    let Pending {
+        frames: mut batch,
+        since,
+    } = outbox.take();
     let write = async {
         while let Some(frame) = batch.pop_front() {
             ws.feed(text(frame)).await?;
         }
-        ws.flush().await
+        ws.flush().await?;
+        if let Some(since) = since {
+            lag.record(since.elapsed());
+        }
+        Ok::<(), axum::Error>(())
     };
     let overflow = async {
         loop {

@@ -26,6 +26,7 @@ use crate::{
     conn,
     drain::{Drain, Phase},
     keepalive::Keepalive,
+    lag::DeliveryLag,
     telemetry,
 };
 
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub bus: Arc<dyn Bus>,
     pub drain: Arc<Drain>,
     pub keepalive: Keepalive,
+    /// Fan-out backlog signal, sampled by the regulator as `delivery_lag`.
+    pub delivery_lag: Arc<DeliveryLag>,
     /// Named panic points for drills; checked only with `fault_injection` on.
     pub faults: Faults,
     /// Admission queues in front of every expensive path; retuned live.
@@ -73,6 +76,7 @@ impl Gateway {
             bus,
             drain: Arc::new(Drain::default()),
             keepalive: Keepalive::default(),
+            delivery_lag: Arc::default(),
             faults,
             admin,
             metrics: telemetry::prometheus(),

@@ -10,6 +10,7 @@
 //! - [`session`]: per-connection state + frame → Bus calls → reply (no socket).
 //! - [`conn`]: the connection task: socket I/O, login timeout, drain, close codes.
 //! - [`http`]: the router: `/ws` admission, `/healthz`, `/readyz`, `/metrics`, `/admin/*`.
+//! - [`lag`]: delivery lag, the fan-out backlog signal the `send` queue is damped by.
 //! - [`keepalive`]: one shared ticker that pings every peer and drops dead ones.
 //! - [`drain`]: the drain sequence shared by every connection.
 //! - [`telemetry`]: metric names, cached handles, the Prometheus recorder.
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod drain;
 pub mod http;
 pub mod keepalive;
+pub mod lag;
 pub mod listener;
 pub mod outbox;
 pub mod session;

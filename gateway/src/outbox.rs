@@ -18,10 +18,19 @@ use std::{
 
 use bytes::Bytes;
 use dialtone_store::bus::Deliver;
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
+
+/// Frames waiting, and since when the oldest has waited.
+#[derive(Default)]
+pub struct Pending {
+    pub frames: VecDeque<Bytes>,
+    /// Set when the queue goes from empty to not empty: the age of the
+    /// oldest frame at write time is the connection's delivery lag.
+    pub since: Option<Instant>,
+}
 
 pub struct Outbox {
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<Pending>,
     wake: Notify,
     overflowed: AtomicBool,
     capacity: usize,
@@ -30,7 +39,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Pending::default()),
             wake: Notify::new(),
             overflowed: AtomicBool::new(false),
             capacity: capacity.max(1),
@@ -38,7 +47,7 @@ impl Outbox {
     }
 
     /// Pushes and unlocks in one step, so a poisoned lock holds whole frames.
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Bytes>> {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -49,8 +58,11 @@ impl Outbox {
         }
         let accepted = {
             let mut q = self.lock();
-            if q.len() < self.capacity {
-                q.push_back(frame);
+            if q.frames.len() < self.capacity {
+                if q.frames.is_empty() {
+                    q.since = Some(Instant::now());
+                }
+                q.frames.push_back(frame);
                 true
             } else {
                 false
@@ -66,12 +78,12 @@ impl Outbox {
     /// Takes everything queued, for one batched write. The queue is left
     /// without a buffer, so an idle connection keeps none (the next push
     /// allocates).
-    pub fn take(&self) -> VecDeque<Bytes> {
+    pub fn take(&self) -> Pending {
         std::mem::take(&mut *self.lock())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().frames.is_empty()
     }
 
     pub fn overflowed(&self) -> bool {
@@ -111,8 +123,15 @@ mod tests {
             "stays closed after overflow"
         );
         let batch = o.take();
-        assert_eq!(o.take().capacity(), 0, "no buffer left behind");
-        assert_eq!(batch, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+        assert_eq!(o.take().frames.capacity(), 0, "no buffer left behind");
+        assert_eq!(
+            batch.frames,
+            [Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        );
+        assert!(
+            batch.since.is_some(),
+            "the oldest frame's time travels with the batch"
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ pub const FRAMES_OUT: &str = "dialtone_frames_out_total";
 pub const ERRORS: &str = "dialtone_errors_total";
 pub const CLOSES: &str = "dialtone_closes_total";
 pub const SEND_STORED: &str = "dialtone_send_stored_seconds";
+pub const DELIVERY_LAG: &str = "dialtone_delivery_lag_seconds";
 pub const UPGRADES_REFUSED: &str = "dialtone_upgrades_refused_total";
 
 const FRAME_TYPES: [&str; 9] = [
@@ -27,6 +28,7 @@ pub struct Hot {
     frames_out: Vec<Counter>,
     errors: Vec<Counter>,
     pub send_stored: Histogram,
+    pub delivery_lag: Histogram,
 }
 
 impl Hot {
@@ -68,6 +70,7 @@ pub fn hot() -> &'static Hot {
             .map(|c| counter!(ERRORS, "code" => c.as_str()))
             .collect(),
         send_stored: histogram!(SEND_STORED),
+        delivery_lag: histogram!(DELIVERY_LAG),
     })
 }
 
