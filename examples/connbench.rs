@@ -377,6 +377,7 @@ async fn main() {
         .await
     };
     let join_wall = t1.elapsed();
+    let cpu_joined = cpu();
     let mut jlat: Vec<Duration> = joined.iter().flatten().map(|(_, d)| *d).collect();
     let joined_ok = jlat.len();
     #[allow(clippy::cast_precision_loss)]
@@ -386,6 +387,14 @@ async fn main() {
         join_wall.as_secs_f64()
     );
     latency_line("join", &mut jlat);
+    if let ((Some(sb), Some(cb)), (Some(sa), Some(ca))) = (cpu_after, cpu_joined) {
+        // Joins carry the presence fan-out: (room_size - 1) / 2 frames each.
+        println!(
+            "CPU during the joins: server {:.2} s, client {:.2} s",
+            sa - sb,
+            ca - cb
+        );
+    }
 
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     if let Some(pid) = args.server_pid {

@@ -174,10 +174,11 @@ async fn ws(
     let max = gw.cfg.max_frame_bytes;
     upgrade
         .read_buffer_size(gw.cfg.read_buffer_bytes)
-        // 0: each frame is written as it is fed. Any other value is a Vec
-        // that grows to about twice that and is never shrunk: 8 KiB cost an
-        // idle connection about 2 KiB of RSS (docs/BENCHMARKS.md).
-        .write_buffer_size(0)
+        // tungstenite's write buffer is a Vec that grows to about twice
+        // this and is never shrunk. 8 KiB cost an idle connection ~2 KiB of
+        // RSS; 0 (a write per frame) tripled the server's CPU for a presence
+        // burst. 256 B: +0.2 KiB, half that CPU (docs/BENCHMARKS.md).
+        .write_buffer_size(256)
         .max_write_buffer_size(max.saturating_mul(4).max(256 * 1024))
         .max_message_size(max)
         .max_frame_size(max)
