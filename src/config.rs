@@ -318,6 +318,8 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
         max_concurrency: Some(cores()),
         max_size: 32,
         max_wait_ms: 300,
+        // About the time a full queue takes to drain.
+        min_retry_after_ms: 250,
         discipline: Discipline::Fifo,
         ..q()
     };
@@ -328,6 +330,7 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 rate_per_sec: Some(20_000.0),
                 burst: 5000,
                 max_size: 0,
+                min_retry_after_ms: 1000,
                 ..q()
             },
         ),
@@ -341,6 +344,8 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 rate_per_sec: Some(20_000.0),
                 burst: 2000,
                 modifiers: vec![send_backpressure()],
+                // The modifier's window: shed senders come back once it can have cleared.
+                min_retry_after_ms: 250,
                 max_concurrency: Some(4096),
                 max_size: 1024,
                 max_wait_ms: 100,
@@ -355,6 +360,7 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
             "history",
             QueueConfig {
                 max_concurrency: Some(64),
+                min_retry_after_ms: 100,
                 max_size: 256,
                 max_wait_ms: 200,
                 ..q()

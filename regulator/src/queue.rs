@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     /// EWMA of the time permits are held, in ns (0: unknown yet).
     svc: Padded<AtomicU64>,
     adaptive_on: AtomicBool,
+    /// `min_retry_after_ms` in ns, read without the lock on every rejection.
+    min_retry: AtomicU64,
     pub(crate) latency: LatencySampler,
     state: Mutex<State>,
 }
@@ -79,6 +81,7 @@ impl Shared {
             waiting: AtomicUsize::new(0),
             svc: Padded(AtomicU64::new(0)),
             adaptive_on: AtomicBool::new(false),
+            min_retry: AtomicU64::new(0),
             latency: LatencySampler::new(),
             state: Mutex::new(State {
                 cfg: QueueConfig::default(),
@@ -126,6 +129,10 @@ impl Shared {
 
     pub(crate) fn reject(&self, reason: Reason, retry: Nanos, now: Nanos) -> Rejected {
         self.stats.reject(reason, now);
+        let retry = match reason {
+            Reason::KeyRate => retry,
+            _ => retry.max(self.min_retry.load(Ordering::Relaxed)),
+        };
         Rejected::new(reason, Duration::from_nanos(retry))
     }
 
@@ -204,6 +211,8 @@ impl Shared {
         }
         self.adaptive_on
             .store(st.adaptive.is_some(), Ordering::Relaxed);
+        self.min_retry
+            .store(cfg.min_retry_after_ms * MS, Ordering::Relaxed);
         st.cfg = cfg;
         self.apply_limits(&st, now);
         self.dispatch(&mut st, now, now);

@@ -84,6 +84,11 @@ pub struct QueueConfig {
     pub codel_interval_ms: u64,
     /// Wait limit of waiters enqueued while adaptive LIFO is in LIFO mode.
     pub lifo_timeout_ms: u64,
+    /// Floor of the `retry_after` a rejection carries (except a per-key rate,
+    /// whose own timing is exact for its one caller). Without it a shed
+    /// request is told to retry when the next token is due, often in under a
+    /// millisecond, and every shed client retries at once: a retry storm.
+    pub min_retry_after_ms: u64,
     /// Per-key requests per second. `None`: no per-key rate.
     pub key_rate_per_sec: Option<f64>,
     /// Per-key burst.
@@ -111,6 +116,7 @@ impl Default for QueueConfig {
             codel_target_ms: 5,
             codel_interval_ms: 100,
             lifo_timeout_ms: 50,
+            min_retry_after_ms: 0,
             key_rate_per_sec: None,
             key_burst: 1,
             key_table_size: 10_000,

@@ -82,6 +82,7 @@ pub fn validate_queue(
         ("max_wait_ms", q.max_wait_ms),
         ("codel_interval_ms", q.codel_interval_ms),
         ("lifo_timeout_ms", q.lifo_timeout_ms),
+        ("min_retry_after_ms", q.min_retry_after_ms),
     ] {
         if ms > MAX_MS {
             return Err(invalid(name, field, "must be at most one day"));
