@@ -45,7 +45,7 @@ impl Default for GatewaySection {
             drain_grace_ms: 10_000,
             drain_retry_after_ms: 1000,
             ping_interval_ms: 30_000,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 256,
             backlog: 8192,
         }
     }

@@ -47,7 +47,7 @@ impl Default for GatewayConfig {
             drain_grace: Duration::from_secs(10),
             drain_retry_after: Duration::from_secs(1),
             ping_interval: Duration::from_secs(30),
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 256,
             backlog: 8192,
             admin_token: None,
             fault_injection: false,
