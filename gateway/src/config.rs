@@ -1,4 +1,5 @@
-//! Gateway settings, filled from the node's config.
+//! Gateway settings, filled from the node's config; its defaults (src/config.rs,
+//! ops/dialtone.toml) are the only ones.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -32,25 +33,4 @@ pub struct GatewayConfig {
     pub admin_token: Option<String>,
     /// Lets `/admin/fault` make workers panic (drills); off by default.
     pub fault_injection: bool,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_frame_bytes: 65_536,
-            max_body_bytes: 4096,
-            login_timeout: Duration::from_secs(10),
-            outbox_frames: 1024,
-            write_timeout: Duration::from_secs(10),
-            max_connections: 100_000,
-            drain_grace: Duration::from_secs(10),
-            drain_retry_after: Duration::from_secs(1),
-            ping_interval: Duration::from_secs(30),
-            read_buffer_bytes: 256,
-            backlog: 8192,
-            admin_token: None,
-            fault_injection: false,
-        }
-    }
 }

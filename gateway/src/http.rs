@@ -242,6 +242,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Applies a JSON request body: `200` with the answer, `400` with the reason.
+fn apply_json(body: &[u8], apply: impl FnOnce(Value) -> Result<Value, String>) -> Response {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    match parsed
+        .map_err(|e| format!("body is not JSON: {e}"))
+        .and_then(apply)
+    {
+        Ok(answer) => Json(answer).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
+    }
+}
+
 async fn admin_regulator(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     match authorize(&gw, &headers) {
         Ok(()) => Json(gw.regulator.snapshot()).into_response(),
@@ -258,17 +270,11 @@ async fn admin_retune(
     if let Err(r) = authorize(&gw, &headers) {
         return r.into_response();
     }
-    let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    match parsed
-        .map_err(|e| format!("body is not JSON: {e}"))
-        .and_then(|v| {
-            gw.regulator
-                .retune_json(&name, v)
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(state) => Json(state).into_response(),
-        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
-    }
+    apply_json(&body, |v| {
+        gw.regulator
+            .retune_json(&name, v)
+            .map_err(|e| e.to_string())
+    })
 }
 
 async fn admin_tree(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
@@ -293,12 +299,5 @@ async fn admin_fault(
         )
             .into_response();
     }
-    let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    match parsed
-        .map_err(|e| format!("body is not JSON: {e}"))
-        .and_then(|v| gw.admin.fault(v))
-    {
-        Ok(v) => Json(v).into_response(),
-        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
-    }
+    apply_json(&body, |v| gw.admin.fault(v))
 }
