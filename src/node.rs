@@ -1,17 +1,20 @@
 //! Assembles one node as a supervision tree (see docs/SUPERVISION.md):
 //!
 //! ```text
-//! dialtone (rest_for_one)
+//! dialtone (one_for_one)
 //! ├── store                  owns the store handle
 //! ├── auth (one_for_one)     hash_worker_0..N: argon2 on blocking threads
 //! ├── messaging (one_for_one) shard_0..N: one writer per room
-//! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop; keepalive: ping ticker
+//! ├── gateway (one_for_one)  listener: HTTP + WebSocket accept loop;
+//! │                          connections: pool of connection tasks (temporary); keepalive: ping ticker
 //! ├── samplers               regulator feedback: CPU, scheduler delay
 //! └── metrics                Prometheus upkeep
 //! ```
 //!
-//! rest_for_one at the root: a role restarts everything started after it,
-//! because those depend on it (the gateway on messaging, messaging on the store).
+//! one_for_one at the root: every role keeps what must outlive its workers
+//! (shard membership tables, mailboxes, the store) outside them, so a role
+//! that gives up is restarted alone; a messaging crash loop does not drop
+//! every client connection with the gateway.
 
 use std::{
     net::SocketAddr,
@@ -271,12 +274,17 @@ impl Node {
             ),
             None => None,
         };
+        let (connections_sup, connections) = SupervisorSpec::new("connections")
+            // Connection tasks are temporary: they never restart, so never count.
+            .intensity(1, Duration::from_secs(1))
+            .dynamic(8192);
         let gateway = Gateway::new(
             gateway_config(&cfg),
             bus,
             regulator.clone(),
             admin.clone(),
             faults,
+            connections,
         );
 
         let bind_err = |source| StartError::Bind {
@@ -306,9 +314,10 @@ impl Node {
         let gateway_sup = SupervisorSpec::new("gateway")
             .intensity(5, Duration::from_secs(10))
             .child(listener_spec(std_listener, gateway.clone()))
+            .child(ChildSpec::supervisor(connections_sup))
             .child(keepalive_spec(gateway.clone()));
         let tree = SupervisorSpec::new("dialtone")
-            .strategy(Strategy::RestForOne)
+            .strategy(Strategy::OneForOne)
             .intensity(3, Duration::from_secs(30))
             .child(holder("store", store))
             .child(ChildSpec::supervisor(auth_sup))

@@ -89,6 +89,10 @@ async fn admin_tree_shows_every_supervisor_and_worker() {
         ("DIALTONE_MESSAGING__SHARDS", "4"),
     ])
     .await;
+    let mut a = Client::as_user(node.addr(), "a").await;
+    let mut b = Client::as_user(node.addr(), "b").await;
+    a.ok(json!({"type":"ping"})).await;
+    b.ok(json!({"type":"ping"})).await;
     let (s, _, body) = http_get(node.addr(), "/admin/tree", Some("adm")).await;
     assert_eq!(s, 200);
     let tree: Value = serde_json::from_str(&body).unwrap();
@@ -121,6 +125,22 @@ async fn admin_tree_shows_every_supervisor_and_worker() {
         assert_eq!(child["restarts"], 0);
         assert_eq!(child["children"], json!([]));
     }
+    // Every connection is a temporary child of the gateway's pool.
+    let gateway = &tree["children"][3];
+    let names: Vec<&str> = gateway["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["listener", "connections", "keepalive"]);
+    let conns = gateway["children"][1]["children"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(
+        conns
+            .iter()
+            .all(|c| c["name"] == "conn" && c["state"] == "running")
+    );
 }
 
 #[tokio::test]

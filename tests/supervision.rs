@@ -235,6 +235,10 @@ async fn exceeding_shard_intensity_escalates_and_shows_in_tree_and_metrics() {
                 && l.contains("messaging")),
         "gave_up counted:\n{metrics}"
     );
+    // The client's connection and its room membership lived through it.
+    c.ok(json!({"type":"send","room":"loop","body":"still here"})).await;
+    let m = c.next_push("message").await;
+    assert_eq!(m["body"], "still here");
     // Service resumes for new requests.
     let mut again = Client::as_user(addr, "after").await;
     again.ok(json!({"type":"join","room":"loop"})).await;

@@ -5,6 +5,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
+use std::time::Duration;
 
 use axum::{
     Json, Router,
@@ -18,7 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use regulator::Regulator;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use supervisor::Faults;
+use supervisor::{ChildSpec, DynamicSupervisor, Faults, Restart};
 
 use crate::{
     admission,
@@ -51,6 +52,8 @@ pub struct Gateway {
     pub bus: Arc<dyn Bus>,
     pub drain: Arc<Drain>,
     pub keepalive: Keepalive,
+    /// The pool every connection task runs in (temporary children).
+    pub connections: DynamicSupervisor,
     /// Fan-out backlog signal, sampled by the regulator as `delivery_lag`.
     pub delivery_lag: Arc<DeliveryLag>,
     /// Named panic points for drills; checked only with `fault_injection` on.
@@ -69,8 +72,10 @@ impl Gateway {
         regulator: Regulator,
         admin: Arc<dyn Admin>,
         faults: Faults,
+        connections: DynamicSupervisor,
     ) -> Arc<Self> {
         Arc::new(Gateway {
+            connections,
             regulator,
             cfg,
             bus,
@@ -185,7 +190,30 @@ async fn ws(
         .on_upgrade(move |socket| async move {
             // The connect permit covers the upgrade itself, not the session.
             drop(permit);
-            conn::serve(socket, gw, user, guard).await;
+            let pool = gw.connections.clone();
+            // The connection runs as a temporary child of the gateway's
+            // `connections` pool (ranch's conns_sup): supervised, never restarted.
+            let once = std::sync::Mutex::new(Some((socket, gw, user, guard)));
+            let spec = ChildSpec::worker("conn", Restart::Temporary, move |_ctx| {
+                let taken = once
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                Box::pin(async move {
+                    if let Some((socket, gw, user, guard)) = taken {
+                        conn::serve(socket, gw, user, guard).await;
+                    }
+                    Ok(())
+                })
+            })
+            // A pool that stops (its gateway restarting) drops the
+            // connections it still holds; a drain closes them properly first.
+            .shutdown_grace(Duration::from_millis(100));
+            if let Err(e) = pool.start_child(spec).await {
+                // The pool is stopping or saturated: the socket is dropped,
+                // the client sees the connection end and reconnects.
+                tracing::warn!(error = ?e, "connection not started");
+            }
         })
 }
 

@@ -119,8 +119,10 @@ impl Emitter {
             EventKind::Exited { reason } if reason.is_abnormal() => {
                 tracing::warn!(supervisor = sup, child = name, %reason, "child exited");
             }
+            // Routine (a closed connection in a pool, a clean shutdown): debug,
+            // or a busy pool would log a line per child.
             EventKind::Exited { reason } => {
-                tracing::info!(supervisor = sup, child = name, %reason, "child exited");
+                tracing::debug!(supervisor = sup, child = name, %reason, "child exited");
             }
             EventKind::Panicked { message } => {
                 tracing::error!(supervisor = sup, child = name, %message, "child panicked");
