@@ -236,7 +236,8 @@ async fn exceeding_shard_intensity_escalates_and_shows_in_tree_and_metrics() {
         "gave_up counted:\n{metrics}"
     );
     // The client's connection and its room membership lived through it.
-    c.ok(json!({"type":"send","room":"loop","body":"still here"})).await;
+    c.ok(json!({"type":"send","room":"loop","body":"still here"}))
+        .await;
     let m = c.next_push("message").await;
     assert_eq!(m["body"], "still here");
     // Service resumes for new requests.
