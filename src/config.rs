@@ -384,9 +384,9 @@ fn send_backpressure() -> ModifierConfig {
     ModifierConfig {
         sampler: "delivery_lag".into(),
         steps: vec![
-            step(20.0, 0, 0.5),
-            step(50.0, 250, 0.25),
-            step(100.0, 500, 0.1),
+            step(100.0, 0, 0.5),
+            step(250.0, 500, 0.35),
+            step(500.0, 1000, 0.25),
         ],
     }
 }

@@ -13,7 +13,8 @@ pub const FRAMES_OUT: &str = "dialtone_frames_out_total";
 pub const ERRORS: &str = "dialtone_errors_total";
 pub const CLOSES: &str = "dialtone_closes_total";
 pub const SEND_STORED: &str = "dialtone_send_stored_seconds";
-pub const DELIVERY_LAG: &str = "dialtone_delivery_lag_seconds";
+pub const DELIVERY_LAG_MEAN: &str = "dialtone_delivery_lag_mean_seconds";
+pub const DELIVERY_LAG_MAX: &str = "dialtone_delivery_lag_max_seconds";
 pub const UPGRADES_REFUSED: &str = "dialtone_upgrades_refused_total";
 
 const FRAME_TYPES: [&str; 9] = [
@@ -28,7 +29,9 @@ pub struct Hot {
     frames_out: Vec<Counter>,
     errors: Vec<Counter>,
     pub send_stored: Histogram,
-    pub delivery_lag: Histogram,
+    /// Mean and max delivery lag over the last sampling window (250 ms).
+    pub delivery_lag_mean: Gauge,
+    pub delivery_lag_max: Gauge,
 }
 
 impl Hot {
@@ -70,7 +73,8 @@ pub fn hot() -> &'static Hot {
             .map(|c| counter!(ERRORS, "code" => c.as_str()))
             .collect(),
         send_stored: histogram!(SEND_STORED),
-        delivery_lag: histogram!(DELIVERY_LAG),
+        delivery_lag_mean: gauge!(DELIVERY_LAG_MEAN),
+        delivery_lag_max: gauge!(DELIVERY_LAG_MAX),
     })
 }
 
