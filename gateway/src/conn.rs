@@ -12,7 +12,18 @@
 
 use std::{panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use tokio_tungstenite::tungstenite::{
+    Message, Utf8Bytes,
+    error::{CapacityError, Error as WsError},
+    protocol::CloseFrame,
+};
+
+use crate::coalesce::Coalesce;
+
+/// The socket a connection task owns: tungstenite over the coalescing writer
+/// over the upgraded HTTP connection.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<Coalesce<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>;
 use bytes::Bytes;
 use dialtone_proto::{
     CloseCode, Name,
@@ -47,12 +58,9 @@ fn text(frame: Bytes) -> Message {
 }
 
 /// tungstenite reports an oversized message as a capacity error and never
-/// sends 1009 itself (CRATES.md); axum hides the typed error, so match its text.
-fn is_too_big(e: &axum::Error) -> bool {
-    let s = e.to_string();
-    s.contains("Message too long")
-        || s.contains("Message length too long")
-        || s.contains("Space limit exceeded")
+/// sends 1009 itself (CRATES.md): the gateway does.
+fn is_too_big(e: &WsError) -> bool {
+    matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. }))
 }
 
 /// Runs one upgraded connection to its end. `user` is set when a valid
@@ -129,7 +137,7 @@ fn finish<'a>(
 async fn finish_inner(ws: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
     telemetry::close(code);
     let frame = CloseFrame {
-        code,
+        code: code.into(),
         reason: Utf8Bytes::from_static(reason),
     };
     if let Ok(Ok(())) = timeout(limit, ws.send(Message::Close(Some(frame)))).await {
@@ -217,7 +225,7 @@ async fn run(
                     }
                     Some(Ok(Message::Close(_))) => return End::Gone,
                     // tungstenite answers pings itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 };
                 if send(ws, reply, gw.cfg.write_timeout).await.is_err() {
                     return End::Gone;
@@ -299,7 +307,7 @@ async fn flush_inner(
         if let Some(since) = since {
             lag.record(since.elapsed());
         }
-        Ok::<(), axum::Error>(())
+        Ok::<(), WsError>(())
     };
     let overflow = async {
         loop {

@@ -9,20 +9,29 @@ use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, WebSocketUpgrade},
+    extract::{Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use dialtone_store::bus::Bus;
+use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use regulator::Regulator;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use supervisor::{ChildSpec, DynamicSupervisor, Faults, Restart};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
+};
 
 use crate::{
     admission,
+    coalesce::Coalesce,
     config::GatewayConfig,
     conn,
     drain::{Drain, Phase},
@@ -133,14 +142,36 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// The `Sec-WebSocket-Accept` value for a well-formed upgrade request.
+fn upgrade_accept(headers: &HeaderMap) -> Option<String> {
+    let has = |name, token: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has(header::UPGRADE, "websocket")
+        || !has(header::CONNECTION, "upgrade")
+        || !has(header::SEC_WEBSOCKET_VERSION, "13")
+    {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    Some(derive_accept_key(key.as_bytes()))
+}
+
+/// The upgrade is done by hand (not axum's `WebSocketUpgrade`) so that the
+/// socket can sit on the coalescing writer (see [`crate::coalesce`]).
 async fn ws(
     State(gw): State<Arc<Gateway>>,
     Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
     let refuse = |why| {
         metrics::counter!(telemetry::UPGRADES_REFUSED, "reason" => why).increment(1);
+    };
+    let Some(accept) = upgrade_accept(req.headers()) else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };
     if gw.drain.phase() != Phase::Running {
         refuse("draining");
@@ -150,7 +181,7 @@ async fn ws(
         refuse("max_connections");
         return unavailable(1, "connection limit reached");
     }
-    let token = bearer(&headers).map(str::to_owned).or(query.token);
+    let token = bearer(req.headers()).map(str::to_owned).or(query.token);
     let user = match token.as_deref().map(|t| gw.bus.verify_token(t)) {
         None => None,
         Some(Ok(user)) => Some(user),
@@ -177,44 +208,61 @@ async fn ws(
     };
     let guard = gw.drain.opened();
     let max = gw.cfg.max_frame_bytes;
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(gw.cfg.read_buffer_bytes)
-        // tungstenite's write buffer is a Vec that grows to about twice
-        // this and is never shrunk. 8 KiB cost an idle connection ~2 KiB of
-        // RSS; 0 (a write per frame) tripled the server's CPU for a presence
-        // burst. 256 B: +0.2 KiB, half that CPU (docs/BENCHMARKS.md).
-        .write_buffer_size(256)
+        // Frames go straight through to the coalescing writer, which batches
+        // them until the connection task flushes and then frees its buffer;
+        // tungstenite's own buffer would grow and never shrink.
+        .write_buffer_size(0)
         .max_write_buffer_size(max.saturating_mul(4).max(256 * 1024))
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            // The connect permit covers the upgrade itself, not the session.
-            drop(permit);
-            let pool = gw.connections.clone();
-            // The connection runs as a temporary child of the gateway's
-            // `connections` pool (ranch's conns_sup): supervised, never restarted.
-            let once = std::sync::Mutex::new(Some((socket, gw, user, guard)));
-            let spec = ChildSpec::worker("conn", Restart::Temporary, move |_ctx| {
-                let taken = once
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                Box::pin(async move {
-                    if let Some((socket, gw, user, guard)) = taken {
-                        conn::serve(socket, gw, user, guard).await;
-                    }
-                    Ok(())
-                })
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let upgrading = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrading.await else {
+            return;
+        };
+        // The connect permit covers the upgrade itself, not the session.
+        drop(permit);
+        let io = Coalesce::new(TokioIo::new(upgraded));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let pool = gw.connections.clone();
+        // The connection runs as a temporary child of the gateway's
+        // `connections` pool (ranch's conns_sup): supervised, never restarted.
+        let once = std::sync::Mutex::new(Some((socket, gw, user, guard)));
+        let spec = ChildSpec::worker("conn", Restart::Temporary, move |_ctx| {
+            let taken = once
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            Box::pin(async move {
+                if let Some((socket, gw, user, guard)) = taken {
+                    conn::serve(socket, gw, user, guard).await;
+                }
+                Ok(())
             })
-            // A pool that stops (its gateway restarting) drops the
-            // connections it still holds; a drain closes them properly first.
-            .shutdown_grace(Duration::from_millis(100));
-            if let Err(e) = pool.start_child(spec).await {
-                // The pool is stopping or saturated: the socket is dropped,
-                // the client sees the connection end and reconnects.
-                tracing::warn!(error = ?e, "connection not started");
-            }
         })
+        // A pool that stops (its gateway restarting) drops the connections
+        // it still holds; a drain closes them properly first.
+        .shutdown_grace(Duration::from_millis(100));
+        if let Err(e) = pool.start_child(spec).await {
+            // The pool is stopping or saturated: the socket is dropped, the
+            // client sees the connection end and reconnects.
+            tracing::warn!(error = ?e, "connection not started");
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (
+                header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static("")),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {

@@ -25,9 +25,29 @@ pub struct DeliveryLag {
     flushes: AtomicU64,
 }
 
+/// One flush in this many is recorded, counted per thread: at full fan-out
+/// (400,000 flushes/s) three shared atomics per flush bounced a cache line
+/// between the cores. A systematic sample keeps the mean unbiased.
+const SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    static FLUSHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 impl DeliveryLag {
-    /// Records the lag of one batched write (oldest frame's wait).
+    /// Records the lag of one batched write (oldest frame's wait), sampled.
     pub fn record(&self, lag: Duration) {
+        let sampled = FLUSHES.with(|n| {
+            let next = n.get().wrapping_add(1);
+            n.set(next);
+            next % SAMPLE_EVERY == 0
+        });
+        if sampled {
+            self.record_sample(lag);
+        }
+    }
+
+    fn record_sample(&self, lag: Duration) {
         let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
@@ -60,9 +80,18 @@ mod tests {
     fn samples_the_mean_lag_in_ms_and_resets() {
         let lag = DeliveryLag::default();
         assert_eq!(lag.sample(), None);
-        lag.record(Duration::from_millis(2));
-        lag.record(Duration::from_millis(4));
+        lag.record_sample(Duration::from_millis(2));
+        lag.record_sample(Duration::from_millis(4));
         assert_eq!(lag.sample(), Some(3.0));
         assert_eq!(lag.sample(), None);
+    }
+
+    #[test]
+    fn records_one_flush_in_sample_every() {
+        let lag = DeliveryLag::default();
+        for _ in 0..SAMPLE_EVERY * 4 {
+            lag.record(Duration::from_millis(1));
+        }
+        assert_eq!(lag.flushes.load(Ordering::Relaxed), 4);
     }
 }

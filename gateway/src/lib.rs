@@ -4,6 +4,7 @@
 //! calls through the sans-IO [`session`], and writes fan-out from a bounded
 //! per-connection [`outbox`]. It never touches the store directly.
 //!
+//! - [`coalesce`]: write batching under the WebSocket layer, buffer freed when idle.
 //! - [`admission`]: the named regulator queues and how a rejection is answered.
 //! - [`config`]: the gateway's settings (listen address, limits, timeouts).
 //! - [`outbox`]: bounded outbound queue; overflow marks a slow consumer.
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod drain;
