@@ -2,7 +2,6 @@
 //! adaptive limits move, snapshots report, the tower layer rejects.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use regulator::{
@@ -13,17 +12,8 @@ use serde_json::json;
 use tokio::time::sleep;
 use tower::{Layer, Service, ServiceExt};
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn one(cfg: QueueConfig) -> (Regulator, regulator::Queue) {
-    let mut c = RegulatorConfig::default();
-    c.queues.insert("q".into(), cfg);
-    let r = Regulator::new(c).unwrap();
-    let q = r.queue("q").unwrap();
-    (r, q)
-}
+mod common;
+use common::*;
 
 #[tokio::test(start_paused = true)]
 async fn retune_keeps_waiters_and_rate_state() {

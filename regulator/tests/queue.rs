@@ -6,20 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use regulator::{Discipline, Priority, QueueConfig, Reason, Regulator, RegulatorConfig, Request};
+use regulator::{Discipline, Priority, QueueConfig, Reason, Request};
 use tokio::time::{Instant, sleep};
-
-fn one(cfg: QueueConfig) -> (Regulator, regulator::Queue) {
-    let mut c = RegulatorConfig::default();
-    c.queues.insert("q".into(), cfg);
-    let r = Regulator::new(c).unwrap();
-    let q = r.queue("q").unwrap();
-    (r, q)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// Lets spawned tasks run without letting the paused clock move.
 async fn settle() {
@@ -27,6 +15,9 @@ async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+mod common;
+use common::*;
 
 #[tokio::test(start_paused = true)]
 async fn concurrency_is_never_exceeded_with_weights() {

@@ -8,10 +8,6 @@ use std::time::Duration;
 use regulator::{GroupConfig, QueueConfig, Reason, Regulator, RegulatorConfig, Request};
 use tokio::time::{Instant, sleep};
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 fn regulator(queues: &[(&str, QueueConfig)], groups: &[(&str, GroupConfig)]) -> Regulator {
     let mut c = RegulatorConfig::default();
     for (n, q) in queues {
@@ -22,6 +18,9 @@ fn regulator(queues: &[(&str, QueueConfig)], groups: &[(&str, GroupConfig)]) -> 
     }
     Regulator::new(c).unwrap()
 }
+
+mod common;
+use common::*;
 
 /// `clients` tasks ask `queue` in a loop until `until`; returns admissions.
 fn flood(r: &Regulator, queue: &'static str, clients: usize, until: Instant) -> Arc<AtomicU64> {

@@ -2,22 +2,9 @@
 //! starts or stops shedding.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use regulator::{QueueConfig, Reason, Regulator, RegulatorConfig, Request};
 use tokio::time::sleep;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn one(cfg: QueueConfig) -> (Regulator, regulator::Queue) {
-    let mut c = RegulatorConfig::default();
-    c.queues.insert("q".into(), cfg);
-    let r = Regulator::new(c).unwrap();
-    let q = r.queue("q").unwrap();
-    (r, q)
-}
 
 /// Collects the messages of tracing events.
 #[derive(Clone, Default)]
@@ -32,6 +19,9 @@ impl tracing::field::Visit for MessageVisitor<'_> {
         }
     }
 }
+
+mod common;
+use common::*;
 
 impl tracing::Subscriber for Messages {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
