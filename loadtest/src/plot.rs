@@ -14,93 +14,33 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Per-second p50/p99/p99.9/max of delivery and p99 of send-to-ok, in ms.
-///
-/// # Errors
-/// When the SVG cannot be drawn or written.
-pub fn latency_over_time(points: &[IntervalPoint], path: &Path) -> PlotResult {
-    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let x_max = points.last().map_or(1.0, |p| p.t_s).max(1.0);
-    let y_max = points
-        .iter()
-        .map(|p| p.delivery.p99_9_ms.max(p.send_ok.p99_ms))
-        .fold(1.0_f64, f64::max)
-        * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency per second (ms)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since start")
-        .y_desc("ms")
-        .draw()
-        .map_err(err)?;
-    let series: [Series; 4] = [
-        ("delivery p50", BLUE, |p| p.delivery.p50_ms),
-        ("delivery p99", RED, |p| p.delivery.p99_ms),
-        ("delivery p99.9", MAGENTA, |p| p.delivery.p99_9_ms),
-        ("send->ok p99", GREEN, |p| p.send_ok.p99_ms),
-    ];
-    for (name, color, f) in series {
-        chart
-            .draw_series(LineSeries::new(
-                points
-                    .iter()
-                    .filter(|p| p.delivery.count > 0 || p.send_ok.count > 0)
-                    .map(|p| (p.t_s, f(p))),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+/// One chart of per-second lines against time.
+struct TimePlot<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    y_max: f64,
+    series: &'a [Series],
 }
 
-/// Offered sends/s (the plan), sends written, oks and errors per second.
-///
-/// # Errors
-/// When the SVG cannot be drawn or written.
-pub fn rates(points: &[IntervalPoint], path: &Path) -> PlotResult {
+/// Draws `plot` over `points` (x = seconds since start) into an SVG.
+fn time_plot(points: &[&IntervalPoint], plot: &TimePlot<'_>, path: &Path) -> PlotResult {
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let x_max = points.last().map_or(1.0, |p| p.t_s).max(1.0);
-    let y_max = points
-        .iter()
-        .map(|p| p.offered_per_s.max(p.sent_per_s).max(p.acked_per_s))
-        .fold(1.0_f64, f64::max)
-        * 1.1;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Offered vs achieved sends per second", ("sans-serif", 22))
+        .caption(plot.caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .build_cartesian_2d(0.0..x_max, 0.0..plot.y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("seconds since start")
-        .y_desc("sends/s")
+        .y_desc(plot.y_desc)
         .draw()
         .map_err(err)?;
-    let series: [Series; 4] = [
-        ("offered", BLACK, |p| p.offered_per_s),
-        ("sent", BLUE, |p| p.sent_per_s),
-        ("ok (achieved)", GREEN, |p| p.acked_per_s),
-        ("errors", RED, |p| p.errors_per_s),
-    ];
-    for (name, color, f) in series {
+    for &(name, color, f) in plot.series {
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|p| (p.t_s, f(p))),
@@ -117,6 +57,61 @@ pub fn rates(points: &[IntervalPoint], path: &Path) -> PlotResult {
         .draw()
         .map_err(err)?;
     root.present().map_err(err)
+}
+
+/// Per-second p50/p99/p99.9/max of delivery and p99 of send-to-ok, in ms.
+///
+/// # Errors
+/// When the SVG cannot be drawn or written.
+pub fn latency_over_time(points: &[IntervalPoint], path: &Path) -> PlotResult {
+    // Seconds with no sample have no percentiles; leave them out of the lines.
+    let sampled: Vec<&IntervalPoint> = points
+        .iter()
+        .filter(|p| p.delivery.count > 0 || p.send_ok.count > 0)
+        .collect();
+    let y_max = sampled
+        .iter()
+        .map(|p| p.delivery.p99_9_ms.max(p.send_ok.p99_ms))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let series: [Series; 4] = [
+        ("delivery p50", BLUE, |p| p.delivery.p50_ms),
+        ("delivery p99", RED, |p| p.delivery.p99_ms),
+        ("delivery p99.9", MAGENTA, |p| p.delivery.p99_9_ms),
+        ("send->ok p99", GREEN, |p| p.send_ok.p99_ms),
+    ];
+    let plot = TimePlot {
+        caption: "Latency per second (ms)",
+        y_desc: "ms",
+        y_max,
+        series: &series,
+    };
+    time_plot(&sampled, &plot, path)
+}
+
+/// Offered sends/s (the plan), sends written, oks and errors per second.
+///
+/// # Errors
+/// When the SVG cannot be drawn or written.
+pub fn rates(points: &[IntervalPoint], path: &Path) -> PlotResult {
+    let y_max = points
+        .iter()
+        .map(|p| p.offered_per_s.max(p.sent_per_s).max(p.acked_per_s))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let series: [Series; 4] = [
+        ("offered", BLACK, |p| p.offered_per_s),
+        ("sent", BLUE, |p| p.sent_per_s),
+        ("ok (achieved)", GREEN, |p| p.acked_per_s),
+        ("errors", RED, |p| p.errors_per_s),
+    ];
+    let plot = TimePlot {
+        caption: "Offered vs achieved sends per second",
+        y_desc: "sends/s",
+        y_max,
+        series: &series,
+    };
+    time_plot(&points.iter().collect::<Vec<_>>(), &plot, path)
 }
 
 /// Percentile spectrum of the whole run: x is `1/(1-q)` on a log scale
