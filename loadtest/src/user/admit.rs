@@ -38,6 +38,21 @@ pub(super) async fn connect_user(
     connect_url(user, run, &conn::url_with_token(&run.opts.host, token)).await
 }
 
+/// Records one `WS connect` attempt: `Ok(101)`, or `Err((status, why))`.
+async fn record_connect(
+    user: &mut GooseUser,
+    started: Instant,
+    outcome: Result<u16, (Option<u16>, &str)>,
+) -> Result<(), Box<TransactionError>> {
+    let (ok, status, why) = match outcome {
+        Ok(status) => (true, Some(status), None),
+        Err((status, why)) => (false, status, Some(why)),
+    };
+    user.record_custom_request_duration(METHOD, "connect", conn::elapsed(started), ok, status, why)
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn connect_url(
     user: &mut GooseUser,
     run: &RunState,
@@ -50,68 +65,27 @@ pub(super) async fn connect_url(
             Ok(ws) => {
                 run.c.connects.fetch_add(1, Ordering::Relaxed);
                 run.record_other("connect", conn::elapsed(first));
-                user.record_custom_request_duration(
-                    METHOD,
-                    "connect",
-                    conn::elapsed(started),
-                    true,
-                    Some(101),
-                    None,
-                )
-                .await?;
+                record_connect(user, started, Ok(101)).await?;
                 return Ok(ws);
             }
             Err(ConnectError::Refused(wait)) => {
                 run.c.connect_rejected.fetch_add(1, Ordering::Relaxed);
-                user.record_custom_request_duration(
-                    METHOD,
-                    "connect",
-                    conn::elapsed(started),
-                    false,
-                    Some(503),
-                    Some("503 retry-after"),
-                )
-                .await?;
+                record_connect(user, started, Err((Some(503), "503 retry-after"))).await?;
                 tokio::time::sleep(wait).await;
             }
             Err(ConnectError::Denied(why)) => {
                 run.c.connect_failed.fetch_add(1, Ordering::Relaxed);
-                user.record_custom_request_duration(
-                    METHOD,
-                    "connect",
-                    conn::elapsed(started),
-                    false,
-                    None,
-                    Some(&why),
-                )
-                .await?;
+                record_connect(user, started, Err((None, &why))).await?;
                 return Err(fail(format!("connect refused: {why}")));
             }
             Err(ConnectError::Failed(why)) => {
                 run.c.connect_failed.fetch_add(1, Ordering::Relaxed);
+                record_connect(user, started, Err((None, &why))).await?;
                 // Refused or reset connections rarely heal within a run: give
                 // up sooner than on a 503, which says when to come back.
                 if attempt + 1 >= run.opts.max_retries.min(10) {
-                    user.record_custom_request_duration(
-                        METHOD,
-                        "connect",
-                        conn::elapsed(started),
-                        false,
-                        None,
-                        Some(&why),
-                    )
-                    .await?;
                     return Err(fail(format!("connect failed: {why}")));
                 }
-                user.record_custom_request_duration(
-                    METHOD,
-                    "connect",
-                    conn::elapsed(started),
-                    false,
-                    None,
-                    Some(&why),
-                )
-                .await?;
                 let backoff = Duration::from_millis(100 * u64::from(attempt.min(20) + 1));
                 tokio::time::sleep(backoff).await;
             }
