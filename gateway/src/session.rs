@@ -429,6 +429,13 @@ mod tests {
     fn req(text: &str) -> Request {
         client::parse(text).request.unwrap()
     }
+    /// Every frame in `texts` is refused with `code`.
+    fn refuses(s: &Session, texts: &[&str], code: ErrorCode) {
+        for text in texts {
+            assert_eq!(s.plan(req(text)).unwrap_err().code, code, "{text}");
+        }
+    }
+
     fn logged_in(user: &str) -> Session {
         Session::new(1, Some(n(user)), 10)
     }
@@ -437,20 +444,18 @@ mod tests {
     fn everything_but_ping_and_login_needs_a_login() {
         let s = Session::new(1, None, 10);
         assert_eq!(s.plan(req(r#"{"type":"ping"}"#)), Ok(Plan::Pong));
-        for text in [
-            r#"{"type":"join","room":"r"}"#,
-            r#"{"type":"leave","room":"r"}"#,
-            r#"{"type":"send","room":"r","body":"x"}"#,
-            r#"{"type":"send","to":"bob","body":"x"}"#,
-            r#"{"type":"history","room":"r"}"#,
-            r#"{"type":"who","room":"r"}"#,
-        ] {
-            assert_eq!(
-                s.plan(req(text)).unwrap_err().code,
-                ErrorCode::Unauthorized,
-                "{text}"
-            );
-        }
+        refuses(
+            &s,
+            &[
+                r#"{"type":"join","room":"r"}"#,
+                r#"{"type":"leave","room":"r"}"#,
+                r#"{"type":"send","room":"r","body":"x"}"#,
+                r#"{"type":"send","to":"bob","body":"x"}"#,
+                r#"{"type":"history","room":"r"}"#,
+                r#"{"type":"who","room":"r"}"#,
+            ],
+            ErrorCode::Unauthorized,
+        );
         assert!(
             s.plan(req(r#"{"type":"login","user":"a","password":"p"}"#))
                 .is_ok()
@@ -460,17 +465,15 @@ mod tests {
     #[test]
     fn sending_or_reading_a_room_not_joined_is_forbidden() {
         let mut s = logged_in("alice");
-        for text in [
-            r#"{"type":"send","room":"r","body":"x"}"#,
-            r#"{"type":"history","room":"r"}"#,
-            r#"{"type":"who","room":"r"}"#,
-        ] {
-            assert_eq!(
-                s.plan(req(text)).unwrap_err().code,
-                ErrorCode::Forbidden,
-                "{text}"
-            );
-        }
+        refuses(
+            &s,
+            &[
+                r#"{"type":"send","room":"r","body":"x"}"#,
+                r#"{"type":"history","room":"r"}"#,
+                r#"{"type":"who","room":"r"}"#,
+            ],
+            ErrorCode::Forbidden,
+        );
         s.rooms.push(r("r"));
         assert!(
             s.plan(req(r#"{"type":"send","room":"r","body":"x"}"#))
@@ -511,17 +514,15 @@ mod tests {
                 .is_ok()
         );
         let eve = logged_in("eve");
-        for text in [
-            r#"{"type":"history","room":"dm:amy:zed"}"#,
-            r#"{"type":"join","room":"dm:amy:zed"}"#,
-            r#"{"type":"send","room":"dm:amy:zed","body":"x"}"#,
-        ] {
-            assert_eq!(
-                eve.plan(req(text)).unwrap_err().code,
-                ErrorCode::Forbidden,
-                "{text}"
-            );
-        }
+        refuses(
+            &eve,
+            &[
+                r#"{"type":"history","room":"dm:amy:zed"}"#,
+                r#"{"type":"join","room":"dm:amy:zed"}"#,
+                r#"{"type":"send","room":"dm:amy:zed","body":"x"}"#,
+            ],
+            ErrorCode::Forbidden,
+        );
     }
 
     #[test]
