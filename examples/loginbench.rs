@@ -132,6 +132,64 @@ fn reason_of(v: &Value) -> String {
         .to_string()
 }
 
+/// The node's own refusal timings for `login` frames (frame in to refusal
+/// written, `dialtone_refusal_seconds`): cumulative count per bucket bound,
+/// from `/metrics` on the WebSocket listener's address.
+async fn node_refusals(url: &str) -> Option<Vec<(f64, u64)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.strip_prefix("ws://")?.split('/').next()?;
+    let mut s = timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    let prefix = r#"dialtone_refusal_seconds_bucket{type="login",le=""#;
+    Some(
+        body.lines()
+            .filter_map(|l| {
+                let (le, n) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, n.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// From two scrapes: refusals in between, the share answered within 1 ms,
+/// and the bucket bound (ms) that holds the 99th percentile.
+fn refusal_summary(before: &[(f64, u64)], after: &[(f64, u64)]) -> (u64, f64, f64) {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let b = before.iter().find(|(l, _)| *l == le).map_or(0, |(_, b)| *b);
+            (le, n.saturating_sub(b))
+        })
+        .collect();
+    let total = delta.last().map_or(0, |(_, n)| *n);
+    if total == 0 {
+        return (0, f64::NAN, f64::NAN);
+    }
+    let within_1ms = delta
+        .iter()
+        .find(|(le, _)| (*le - 0.001).abs() < 1e-9)
+        .map_or(0, |(_, n)| *n);
+    let p99 = delta
+        .iter()
+        .find(|(_, n)| *n as f64 >= 0.99 * total as f64)
+        .map_or(f64::INFINITY, |(le, _)| le * 1e3);
+    (total, 100.0 * within_1ms as f64 / total as f64, p99)
+}
+
 fn ref_of(v: &Value) -> Option<u64> {
     v.get("ref").and_then(Value::as_u64)
 }
@@ -370,7 +428,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!(
-        "label\toffered/s\tsent\tok\tgoodput/s\tok<=1s/s\tok_p50_ms\tok_p99_ms\tok_max_ms\trejected\trej_p50_ms\trej_p99_ms\trej_p99_from_send_ms\tother_errors\tunanswered\tdispatch_late_max_ms\tloadavg_start\tloadavg_end\trejections_by_reason(count:p50/p99_ms)"
+        "label\toffered/s\tsent\tok\tgoodput/s\tok<=1s/s\tok_p50_ms\tok_p99_ms\tok_max_ms\trejected\trej_p50_ms\trej_p99_ms\trej_p99_from_send_ms\tother_errors\tunanswered\tdispatch_late_max_ms\tloadavg_start\tloadavg_end\trejections_by_reason(count:p50/p99_ms)\tnode_refusals\tnode_refusals_le_1ms_pct\tnode_refusal_p99_bucket_ms"
     );
     let mut base = 0u64;
     for (k, &rate) in args.rates.iter().enumerate() {
@@ -382,7 +440,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Late replies of the previous step are dropped by the ref filter.
         let la0 = loadavg();
+        let scrape0 = node_refusals(&args.url).await.unwrap_or_default();
         let (n, mut r) = step(&args, &conns, &mut reply_rx, base, rate).await;
+        let scrape1 = node_refusals(&args.url).await.unwrap_or_default();
+        let (node_refused, node_le_1ms, node_p99) = refusal_summary(&scrape0, &scrape1);
         base += n;
         let la1 = loadavg();
         for v in [
@@ -408,7 +469,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let other: Vec<String> = r.other.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         println!(
-            "{}\t{:.0}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.2}\t{}\t{}\t{}",
+            "{}\t{:.0}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.2}\t{}\t{}\t{}\t{}\t{:.2}\t{}",
             args.label,
             rate,
             n,
@@ -432,6 +493,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             la0,
             la1,
             by_reason.join(" "),
+            node_refused,
+            node_le_1ms,
+            node_p99,
         );
     }
     Ok(())

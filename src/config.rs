@@ -318,6 +318,8 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
         max_concurrency: Some(cores()),
         max_size: 32,
         max_wait_ms: 300,
+        // Refused now rather than after waiting 300 ms for the same answer.
+        shed_predicted_timeouts: true,
         // About the time a full queue takes to drain.
         min_retry_after_ms: 250,
         discipline: Discipline::Fifo,

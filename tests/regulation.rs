@@ -86,6 +86,17 @@ async fn per_user_send_rate_answers_rate_limited() {
         .err(json!({"type":"send","room":"r","body":"3"}), "rate_limited")
         .await;
     assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 1));
+    // The refusal's answer time is on /metrics, with a bucket at 1 ms.
+    let (_, _, metrics) = http_get(node.addr(), "/metrics", None).await;
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"dialtone_refusal_seconds_count{type="send"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(count >= Some(1), "{metrics}");
+    assert!(
+        metrics.contains(r#"dialtone_refusal_seconds_bucket{type="send",le="0.001"}"#),
+        "{metrics}"
+    );
     // Another user is not affected.
     let mut other = Client::as_user(node.addr(), "quiet").await;
     other.ok(json!({"type":"join","room":"r"})).await;

@@ -66,6 +66,7 @@ mod tests {
             Reason::Concurrency,
             Reason::QueueFull,
             Reason::Timeout,
+            Reason::PredictedTimeout,
             Reason::Codel,
         ] {
             let f = failure("login", &r(reason));

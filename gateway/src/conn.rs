@@ -10,7 +10,12 @@
 //! batched writes, login, close) is boxed, so it costs heap only while it
 //! runs. docs/BENCHMARKS.md has the measurements.
 
-use std::{panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio_tungstenite::tungstenite::{
     Message, Utf8Bytes,
@@ -40,7 +45,7 @@ use crate::{
     http::Gateway,
     lag::DeliveryLag,
     outbox::{Outbox, Pending},
-    session::{Session, error_reply},
+    session::{Reply, Session, error_reply},
     telemetry::{self, hot},
 };
 
@@ -215,20 +220,26 @@ async fn run(
             }
             msg = ws.next() => {
                 heard = true;
+                let received = Instant::now();
                 let reply = match msg {
                     None => return End::Gone,
                     Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
                     Some(Err(_)) => return End::Gone,
                     Some(Ok(Message::Text(t))) => on_text(session, t.as_str(), gw, deliver).await,
                     Some(Ok(Message::Binary(_))) => {
-                        error_reply(None, &Failure::bad_request("frames are JSON text messages, not binary"))
+                        Reply::from(error_reply(None, &Failure::bad_request("frames are JSON text messages, not binary")))
                     }
                     Some(Ok(Message::Close(_))) => return End::Gone,
                     // tungstenite answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 };
-                if send(ws, reply, gw.cfg.write_timeout).await.is_err() {
+                if send(ws, reply.frame, gw.cfg.write_timeout).await.is_err() {
                     return End::Gone;
+                }
+                // Frame in to refusal written: the node's share of the
+                // "rejections answered at once" promise (docs/OVERLOAD.md).
+                if let Some(kind) = reply.refused {
+                    hot().refused(kind, received.elapsed());
                 }
             }
         }
@@ -243,7 +254,7 @@ fn on_text<'a>(
     text: &'a str,
     gw: &'a Gateway,
     deliver: &'a Arc<dyn Deliver>,
-) -> BoxFuture<'a, Bytes> {
+) -> BoxFuture<'a, Reply> {
     Box::pin(on_text_inner(session, text, gw, deliver))
 }
 
@@ -252,7 +263,7 @@ async fn on_text_inner(
     text: &str,
     gw: &Gateway,
     deliver: &Arc<dyn Deliver>,
-) -> Bytes {
+) -> Reply {
     let frame = client::parse(text);
     let r#ref = frame.r#ref.clone();
     let handled = AssertUnwindSafe(async {
@@ -272,7 +283,7 @@ async fn on_text_inner(
             conn = session.conn(),
             "session logic panicked; answered internal"
         );
-        error_reply(r#ref.as_ref(), &Failure::internal())
+        Reply::from(error_reply(r#ref.as_ref(), &Failure::internal()))
     })
 }
 

@@ -243,7 +243,7 @@ impl Session {
         bus: &dyn Bus,
         regulator: &Regulator,
         outbox: &Arc<dyn Deliver>,
-    ) -> Bytes {
+    ) -> Reply {
         let kind = frame.request.as_ref().map_or("invalid", Request::kind);
         hot().frame_in(kind);
         let r#ref = frame.r#ref;
@@ -257,9 +257,13 @@ impl Session {
         match result {
             Ok((reply_kind, bytes)) => {
                 hot().frame_out(reply_kind);
-                bytes
+                Reply::from(bytes)
             }
-            Err(f) => error_reply(r#ref.as_ref(), &f),
+            Err(f) => Reply {
+                frame: error_reply(r#ref.as_ref(), &f),
+                refused: matches!(f.code, ErrorCode::Overloaded | ErrorCode::RateLimited)
+                    .then_some(kind),
+            },
         }
     }
 
@@ -364,6 +368,24 @@ impl Session {
                 ))
             }
         })
+    }
+}
+
+/// The answer to one frame.
+#[derive(Debug)]
+pub struct Reply {
+    pub frame: Bytes,
+    /// The frame's type when it was refused for load (`overloaded` or
+    /// `rate_limited`): the connection times how long the refusal took.
+    pub refused: Option<&'static str>,
+}
+
+impl From<Bytes> for Reply {
+    fn from(frame: Bytes) -> Self {
+        Reply {
+            frame,
+            refused: None,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Metrics: names in one place, handles cached for hot paths, and the
 //! Prometheus recorder (histograms with buckets, so they aggregate across nodes).
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use dialtone_proto::ErrorCode;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
@@ -16,6 +16,8 @@ pub const SEND_STORED: &str = "dialtone_send_stored_seconds";
 pub const DELIVERY_LAG_MEAN: &str = "dialtone_delivery_lag_mean_seconds";
 pub const DELIVERY_LAG_MAX: &str = "dialtone_delivery_lag_max_seconds";
 pub const UPGRADES_REFUSED: &str = "dialtone_upgrades_refused_total";
+/// Frame in to `overloaded`/`rate_limited` reply written, by frame type.
+pub const REFUSAL: &str = "dialtone_refusal_seconds";
 
 const FRAME_TYPES: [&str; 9] = [
     "register", "login", "join", "leave", "send", "history", "who", "ping", "invalid",
@@ -28,6 +30,7 @@ pub struct Hot {
     frames_in: Vec<Counter>,
     frames_out: Vec<Counter>,
     errors: Vec<Counter>,
+    refusals: Vec<Histogram>,
     pub send_stored: Histogram,
     /// Mean and max delivery lag over the last sampling window (250 ms).
     pub delivery_lag_mean: Gauge,
@@ -46,6 +49,13 @@ impl Hot {
     pub fn frame_out(&self, kind: &str) {
         if let Some(i) = REPLY_TYPES.iter().position(|t| *t == kind) {
             self.frames_out[i].increment(1);
+        }
+    }
+
+    /// A request of type `kind` was refused for load, `took` after its frame arrived.
+    pub fn refused(&self, kind: &str, took: Duration) {
+        if let Some(i) = FRAME_TYPES.iter().position(|t| *t == kind) {
+            self.refusals[i].record(took.as_secs_f64());
         }
     }
 
@@ -71,6 +81,10 @@ pub fn hot() -> &'static Hot {
         errors: ErrorCode::ALL
             .iter()
             .map(|c| counter!(ERRORS, "code" => c.as_str()))
+            .collect(),
+        refusals: FRAME_TYPES
+            .iter()
+            .map(|t| histogram!(REFUSAL, "type" => *t))
             .collect(),
         send_stored: histogram!(SEND_STORED),
         delivery_lag_mean: gauge!(DELIVERY_LAG_MEAN),

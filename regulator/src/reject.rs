@@ -26,6 +26,9 @@ pub enum Reason {
     Deadline,
     /// The request waited `max_wait` (or the adaptive-LIFO short timeout).
     Timeout,
+    /// Refused at enqueue: the predicted wait (waiters ahead × service time ÷
+    /// limit) already exceeded `max_wait` (`shed_predicted_timeouts`).
+    PredictedTimeout,
     /// CoDel dropped it from a standing queue.
     Codel,
     /// A request of higher priority took its place in a full queue.
@@ -34,13 +37,14 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a stable order (used for counters and snapshots).
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Rate,
         Reason::KeyRate,
         Reason::Concurrency,
         Reason::QueueFull,
         Reason::Deadline,
         Reason::Timeout,
+        Reason::PredictedTimeout,
         Reason::Codel,
         Reason::ShedPriority,
     ];
@@ -54,6 +58,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::Deadline => "deadline",
             Reason::Timeout => "timeout",
+            Reason::PredictedTimeout => "predicted_timeout",
             Reason::Codel => "codel",
             Reason::ShedPriority => "shed_priority",
         }
@@ -114,6 +119,7 @@ mod tests {
                 "queue_full",
                 "deadline",
                 "timeout",
+                "predicted_timeout",
                 "codel",
                 "shed_priority"
             ]

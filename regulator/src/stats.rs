@@ -32,7 +32,7 @@ struct Handles {
 pub(crate) struct Stats {
     name: String,
     pub(crate) admitted: Padded<AtomicU64>,
-    pub(crate) rejected: [AtomicU64; 8],
+    pub(crate) rejected: [AtomicU64; Reason::ALL.len()],
     shedding: AtomicBool,
     last_reject: AtomicU64,
     m: Handles,

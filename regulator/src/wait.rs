@@ -64,6 +64,14 @@ impl Shared {
         }
         let order = st.order(now);
         let rank = req.priority.rank();
+        // A waiter that would time out anyway is better told now: the
+        // client retries or gives up at once instead of after `max_wait`.
+        if st.cfg.shed_predicted_timeouts && order == Order::Fifo {
+            let predicted = st.waiters.ahead_of(rank) * per_slot;
+            if predicted > st.cfg.max_wait_ms * MS {
+                return Err(Err(self.reject(Reason::PredictedTimeout, predicted, now)));
+            }
+        }
         if len >= u64::from(st.cfg.max_size) {
             let Some(victim) = st.waiters.victim(order, rank) else {
                 return Err(Err(self.reject(Reason::QueueFull, len * per_slot, now)));

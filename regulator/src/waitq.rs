@@ -101,6 +101,11 @@ impl Waiters {
         .map(|(k, _)| *k)
     }
 
+    /// Waiters a newcomer of rank `rank` queues behind (same or higher priority).
+    pub(crate) fn ahead_of(&self, rank: u8) -> u64 {
+        self.map.range(..=(rank, u64::MAX)).count() as u64
+    }
+
     /// Oldest enqueue time (the queue's standing delay).
     pub(crate) fn oldest(&self) -> Option<Nanos> {
         self.map.values().map(|w| w.enqueued).min()

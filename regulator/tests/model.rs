@@ -78,6 +78,7 @@ fn run_model(
     max_size: u32,
     mut max_wait: u64,
     discipline: Discipline,
+    shed_predicted_timeouts: bool,
     ops: Vec<Op>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -94,6 +95,7 @@ fn run_model(
             max_size,
             max_wait_ms: max_wait,
             discipline,
+            shed_predicted_timeouts,
             codel_interval_ms: 20,
             lifo_timeout_ms: 15,
             ..QueueConfig::default()
@@ -338,8 +340,9 @@ proptest! {
         max_size in 0..5u32,
         max_wait in 5..80u64,
         discipline in discipline(),
+        shed_predicted in proptest::bool::ANY,
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        run_model(limit, rate, max_size, max_wait, discipline, ops);
+        run_model(limit, rate, max_size, max_wait, discipline, shed_predicted, ops);
     }
 }

@@ -156,6 +156,46 @@ async fn deadline_sheds_at_enqueue_when_predicted_wait_exceeds_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn predicted_timeouts_are_refused_at_enqueue_when_enabled() {
+    for shed in [true, false] {
+        let (_r, q) = one(QueueConfig {
+            max_concurrency: Some(1),
+            max_size: 100,
+            max_wait_ms: 250,
+            shed_predicted_timeouts: shed,
+            ..QueueConfig::default()
+        });
+        // Teach the queue its service time: 100 ms per job.
+        let p = q.ask(Request::new()).await.unwrap();
+        sleep(ms(100)).await;
+        drop(p);
+        let _hold = q.ask(Request::new()).await.unwrap();
+        // Up to two ahead (200 ms predicted) still fit in max_wait: queued.
+        let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(q.ask(Request::new()))).collect();
+        for w in &mut waiters {
+            assert!(w.as_mut().now_or_never().is_none());
+        }
+        // Three ahead: 300 ms predicted > 250 ms.
+        let t = Instant::now();
+        let mut late = Box::pin(q.ask(Request::new()));
+        if shed {
+            let r = late.as_mut().now_or_never().expect("answered at once");
+            let r = r.unwrap_err();
+            assert_eq!(r.reason, Reason::PredictedTimeout);
+            assert!(r.retry_after >= ms(300), "{r:?}");
+            // Higher priority queues ahead of the waiters: not shed.
+            let mut urgent = Box::pin(q.ask(Request::new().priority(Priority::Rejectable(200))));
+            assert!(urgent.as_mut().now_or_never().is_none());
+        } else {
+            // jobs' behaviour: it waits max_wait, then is refused.
+            let r = late.await.unwrap_err();
+            assert_eq!(r.reason, Reason::Timeout);
+            assert_eq!(t.elapsed(), ms(250));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn fifo_and_lifo_serve_in_their_order() {
     for (discipline, expect) in [(Discipline::Fifo, [0, 1, 2]), (Discipline::Lifo, [2, 1, 0])] {
         let (_r, q) = one(QueueConfig {

@@ -76,6 +76,11 @@ pub struct QueueConfig {
     pub max_size: u32,
     /// Longest a waiter waits before it is answered `timeout`.
     pub max_wait_ms: u64,
+    /// Refuse at once a request whose predicted wait (waiters ahead × observed
+    /// service time ÷ limit) already exceeds `max_wait`, instead of letting
+    /// it wait `max_wait` to be refused anyway. FIFO and CoDel order only (in
+    /// LIFO order a new arrival goes first).
+    pub shed_predicted_timeouts: bool,
     /// Service order of waiters.
     pub discipline: Discipline,
     /// CoDel's acceptable standing delay.
@@ -112,6 +117,7 @@ impl Default for QueueConfig {
             max_concurrency: None,
             max_size: 100,
             max_wait_ms: 1000,
+            shed_predicted_timeouts: false,
             discipline: Discipline::Fifo,
             codel_target_ms: 5,
             codel_interval_ms: 100,
