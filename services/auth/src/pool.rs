@@ -1,19 +1,27 @@
 //! The password-hashing pool: `workers` supervised tasks share one bounded
-//! mailbox; each runs one argon2 job at a time on tokio's blocking threads.
-//! So at most `workers` hashes run at once, at most `queue` wait, and a full
-//! queue is answered at once: overload is a value, never a wait.
+//! mailbox; each runs one argon2 job at a time on a thread of its own. So at
+//! most `workers` hashes run at once, at most `queue` wait, and a full queue
+//! is answered at once: overload is a value, never a wait.
+//!
+//! The hash threads run at a lower CPU priority ([`HASH_NICE`]) than the
+//! async runtime: when both want a core, the kernel preempts a hash for a
+//! socket wake-up at once, so refusals and chat traffic are not held behind
+//! a 17 ms hash (docs/OVERLOAD.md measures the difference). tokio's shared
+//! blocking threads cannot be used for this: a raised nice value cannot be
+//! lowered again without privileges.
 //!
 //! A job that panics takes its worker down with it (the caller gets
-//! [`PoolError::Panicked`]); the supervisor restarts the worker and the
-//! other queued jobs carry on.
+//! [`PoolError::Panicked`]); the supervisor restarts the worker (and with
+//! it a fresh thread) and the other queued jobs carry on.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, sync::mpsc, thread, time::Duration};
 
 use argon2::{
     Argon2,
     password_hash::{PasswordHasher, PasswordVerifier},
 };
-use supervisor::{CallError, ChildSpec, Faults, Mailbox, Restart, ServerRef, call};
+use supervisor::{CallError, ChildError, ChildSpec, Faults, Mailbox, Restart, ServerRef, call};
+use tokio::sync::oneshot;
 
 /// A job for the pool.
 pub enum Job {
@@ -55,6 +63,39 @@ pub struct HashPool {
 /// `queue × 17 ms / workers`, far below this.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The hash threads' nice value: 10 gives a hash about a tenth of a core
+/// against a busy runtime thread, and lets every wake-up preempt it.
+pub const HASH_NICE: i32 = 10;
+
+/// A job and where its result (or panic) goes.
+type ThreadJob = (Job, oneshot::Sender<thread::Result<Outcome>>);
+
+/// Starts a worker's hash thread. It ends when the sender is dropped (the
+/// worker stopped or died), after the job it may be running.
+fn hash_thread(name: String, faults: Faults) -> std::io::Result<mpsc::Sender<ThreadJob>> {
+    let (tx, rx) = mpsc::channel::<ThreadJob>();
+    thread::Builder::new().name(name).spawn(move || {
+        lower_priority();
+        for (job, reply) in rx {
+            let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                faults.check("auth.hash");
+                run(job)
+            }));
+            let _ = reply.send(done);
+        }
+    })?;
+    Ok(tx)
+}
+
+/// Raises this thread's nice value (Linux applies it per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASH_NICE)
+    {
+        tracing::warn!(error = %e, "hash thread keeps the default CPU priority");
+    }
+}
+
 fn run(job: Job) -> Outcome {
     match job {
         Job::Hash { password } => Argon2::default()
@@ -89,10 +130,12 @@ impl HashPool {
             .map(|i| {
                 let mailbox = self.mailbox.clone();
                 let faults = self.faults.clone();
-                ChildSpec::worker(format!("hash_worker_{i}"), Restart::Permanent, move |ctx| {
+                let name = format!("hash_worker_{i}");
+                ChildSpec::worker(name.clone(), Restart::Permanent, move |ctx| {
                     let mailbox = mailbox.clone();
-                    let faults = faults.clone();
+                    let thread = hash_thread(name.clone(), faults.clone());
                     Box::pin(async move {
+                        let thread = thread?;
                         loop {
                             let req = tokio::select! {
                                 () = ctx.cancelled() => return Ok(()),
@@ -101,20 +144,17 @@ impl HashPool {
                                     None => return Ok(()),
                                 },
                             };
-                            let faults = faults.clone();
-                            let job = req.request;
-                            let done = tokio::task::spawn_blocking(move || {
-                                faults.check("auth.hash");
-                                run(job)
-                            })
-                            .await;
-                            match done {
-                                Ok(outcome) => {
+                            let (tx, rx) = oneshot::channel();
+                            if thread.send((req.request, tx)).is_err() {
+                                return Err(ChildError::new("hash thread gone"));
+                            }
+                            match rx.await {
+                                Ok(Ok(outcome)) => {
                                     let _ = req.reply.send(outcome);
                                 }
                                 // Die holding the reply: the caller learns, the supervisor restarts us.
-                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                                Err(_) => return Ok(()),
+                                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                                Err(_) => return Err(ChildError::new("hash thread gone")),
                             }
                         }
                     })
@@ -181,6 +221,42 @@ mod tests {
             })
             .await;
         assert_eq!(bad, Ok(Outcome::Verified(false)));
+        tree.shutdown().await;
+    }
+
+    /// The nice value of this process's threads named `name`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i32> {
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        tasks
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                (comm.trim() == name).then_some(())?;
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                // Fields after the `(comm)`: state is field 3, nice field 19.
+                let rest = stat.rsplit_once(')')?.1;
+                rest.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_on_named_threads_below_the_runtime_priority() {
+        let (pool, tree, _) = started(1, 4);
+        let r = pool
+            .run(Job::Hash {
+                password: "pw".into(),
+            })
+            .await;
+        assert!(matches!(r, Ok(Outcome::Hashed(_))), "{r:?}");
+        // Other tests' pools may have a `hash_worker_0` of their own.
+        let nice = nice_of_threads("hash_worker_0");
+        assert!(
+            !nice.is_empty() && nice.iter().all(|n| *n == HASH_NICE),
+            "{nice:?}"
+        );
         tree.shutdown().await;
     }
 
