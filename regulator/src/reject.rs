@@ -26,8 +26,8 @@ pub enum Reason {
     Deadline,
     /// The request waited `max_wait` (or the adaptive-LIFO short timeout).
     Timeout,
-    /// Refused at enqueue: the predicted wait (waiters ahead × service time ÷
-    /// limit) already exceeded `max_wait` (`shed_predicted_timeouts`).
+    /// Refused at enqueue: the predicted wait ((waiters ahead + 1) × service
+    /// time ÷ limit) already exceeded `max_wait` (`shed_predicted_timeouts`).
     PredictedTimeout,
     /// CoDel dropped it from a standing queue.
     Codel,

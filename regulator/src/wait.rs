@@ -67,7 +67,9 @@ impl Shared {
         // A waiter that would time out anyway is better told now: the
         // client retries or gives up at once instead of after `max_wait`.
         if st.cfg.shed_predicted_timeouts && order == Order::Fifo {
-            let predicted = st.waiters.ahead_of(rank) * per_slot;
+            // One slot per waiter ahead, plus the slot it waits for: erring
+            // long turns a likely timeout into an answer now.
+            let predicted = (st.waiters.ahead_of(rank) + 1) * per_slot;
             if predicted > st.cfg.max_wait_ms * MS {
                 return Err(Err(self.reject(Reason::PredictedTimeout, predicted, now)));
             }

@@ -76,8 +76,8 @@ pub struct QueueConfig {
     pub max_size: u32,
     /// Longest a waiter waits before it is answered `timeout`.
     pub max_wait_ms: u64,
-    /// Refuse at once a request whose predicted wait (waiters ahead × observed
-    /// service time ÷ limit) already exceeds `max_wait`, instead of letting
+    /// Refuse at once a request whose predicted wait ((waiters ahead + 1) ×
+    /// observed service time ÷ limit) already exceeds `max_wait`, instead of letting
     /// it wait `max_wait` to be refused anyway. FIFO and CoDel order only (in
     /// LIFO order a new arrival goes first).
     pub shed_predicted_timeouts: bool,
