@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use regulator::{Discipline, ModifierConfig, QueueConfig, RegulatorConfig, Step};
+use regulator::{Discipline, ModifierConfig, QueueConfig, RegulatorConfig, Track};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -378,18 +378,15 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
 /// frame waits before it is written): the longer fan-out is behind, the
 /// harder new sends are shed, and the limit comes back when lag clears.
 fn send_backpressure() -> ModifierConfig {
-    let step = |above: f64, for_ms: u64, factor: f64| Step {
-        above,
-        for_ms,
-        factor,
-    };
     ModifierConfig {
         sampler: "delivery_lag".into(),
-        steps: vec![
-            step(100.0, 0, 0.5),
-            step(250.0, 500, 0.35),
-            step(500.0, 1000, 0.25),
-        ],
+        steps: Vec::new(),
+        track: Some(Track {
+            target: 50.0,
+            backoff: 0.8,
+            increase: 0.05,
+            min_factor: 0.01,
+        }),
     }
 }
 

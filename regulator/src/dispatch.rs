@@ -129,6 +129,7 @@ impl Shared {
         let mut st = self.lock();
         let mut latency = None;
         let mut factor = 1.0_f64;
+        let throughput = self.throughput(&mut st, now);
         let State { cfg, mods, .. } = &mut *st;
         for (m, cfg) in mods.iter_mut().zip(&cfg.modifiers) {
             let value = if cfg.sampler == "latency" {
@@ -136,7 +137,7 @@ impl Shared {
             } else {
                 lookup(&cfg.sampler)
             };
-            factor = factor.min(m.update(cfg, value, now));
+            factor = factor.min(m.update(cfg, value, now, throughput));
         }
         if factor != st.factor {
             let from = st.factor;
@@ -155,6 +156,17 @@ impl Shared {
         );
     }
 
+    /// Admissions per second since the last feedback tick, as a share of
+    /// the configured rate (`None` without a rate, or on the first tick).
+    fn throughput(&self, st: &mut State, now: Nanos) -> Option<f64> {
+        let admitted = self.stats.admitted.load(Ordering::Relaxed);
+        let last = st.last_tick.replace((now, admitted));
+        let rate = st.cfg.rate_per_sec?;
+        let (then, before) = last?;
+        let secs = now.saturating_sub(then) as f64 / 1e9;
+        (secs > 0.0).then(|| admitted.saturating_sub(before) as f64 / secs / rate)
+    }
+
     /// Limits in force, active modifiers and counters.
     pub(crate) fn snapshot(&self) -> serde_json::Value {
         let now = self.clock.now();
@@ -170,6 +182,7 @@ impl Shared {
                     "value": m.value,
                     "factor": m.factor,
                     "overloaded_for_ms": m.overloaded_for_ms,
+                    "tracked": m.tracked,
                     "active": m.factor < 1.0,
                 })
             })

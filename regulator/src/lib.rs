@@ -58,7 +58,7 @@ pub mod watch;
 
 pub use config::{
     AdaptiveConfig, Algorithm, ConfigError, Discipline, GroupConfig, ModifierConfig, QueueConfig,
-    RegulatorConfig, Step,
+    RegulatorConfig, Step, Track,
 };
 pub use feedback::sampler::{
     CpuSampler, LatencySampler, ManualSampler, Sampler, SchedDelaySampler,

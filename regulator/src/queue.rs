@@ -49,6 +49,8 @@ pub(crate) struct State {
     pub(crate) factor: f64,
     pub(crate) mods: Vec<ModifierState>,
     pub(crate) adaptive: Option<AdaptiveLimit>,
+    /// Time and admitted count at the last feedback tick (throughput).
+    pub(crate) last_tick: Option<(Nanos, u64)>,
 }
 
 /// Everything one queue owns; shared by its handles, permits and timers.
@@ -92,6 +94,7 @@ impl Shared {
                 nonempty_since: None,
                 factor: 1.0,
                 mods: Vec::new(),
+                last_tick: None,
                 adaptive: None,
             }),
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use regulator::{
     AdaptiveConfig, Algorithm, ManualSampler, ModifierConfig, QueueConfig, Reason, RegulatedError,
-    Regulator, RegulatorConfig, RegulatorLayer, Request, Step,
+    Regulator, RegulatorConfig, RegulatorLayer, Request, Step, Track,
 };
 use serde_json::json;
 use tokio::time::sleep;
@@ -141,6 +141,7 @@ async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
         max_concurrency: Some(10),
         rate_per_sec: Some(100.0),
         modifiers: vec![ModifierConfig {
+            track: None,
             sampler: "load".into(),
             steps: vec![
                 Step {
@@ -184,10 +185,60 @@ async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
+    let (r, q) = one(QueueConfig {
+        rate_per_sec: Some(1000.0),
+        max_size: 0,
+        modifiers: vec![ModifierConfig {
+            sampler: "lag".into(),
+            steps: Vec::new(),
+            track: Some(Track {
+                target: 50.0,
+                backoff: 0.8,
+                increase: 0.1,
+                min_factor: 0.01,
+            }),
+        }],
+        ..QueueConfig::default()
+    });
+    let lag = Arc::new(ManualSampler::new());
+    r.add_sampler("lag", lag.clone());
+    r.feedback_tick();
+    // The downstream falls behind while only 100 requests/s get through.
+    for _ in 0..100 {
+        drop(q.ask(Request::new()).await.unwrap());
+        sleep(ms(10)).await;
+    }
+    lag.set(80.0);
+    r.feedback_tick();
+    let rate = |q: &regulator::Queue| q.snapshot()["limits"]["rate_per_sec"].as_f64().unwrap();
+    assert!((rate(&q) - 80.0).abs() < 0.5, "0.8 x 100/s: {}", rate(&q));
+    assert_eq!(q.snapshot()["modifiers"][0]["active"], true);
+    // The new limit holds: a burst beyond it is refused `rate`.
+    let refused = (0..200)
+        .filter(|_| {
+            q.ask(Request::new())
+                .now_or_never()
+                .is_some_and(|r| r.is_err())
+        })
+        .count();
+    assert!(refused > 0);
+    // The lag clears: the limit grows back, 10 % a tick, to the ceiling.
+    lag.set(10.0);
+    r.feedback_tick();
+    assert!((rate(&q) - 88.0).abs() < 0.5, "{}", rate(&q));
+    for _ in 0..60 {
+        r.feedback_tick();
+    }
+    assert_eq!(rate(&q), 1000.0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn latency_modifier_is_fed_by_observe_latency() {
     let (r, q) = one(QueueConfig {
         max_concurrency: Some(8),
         modifiers: vec![ModifierConfig {
+            track: None,
             sampler: "latency".into(),
             steps: vec![Step {
                 above: 100.0,
@@ -210,6 +261,7 @@ async fn spawned_feedback_loop_ticks_on_its_own() {
     let (r, q) = one(QueueConfig {
         max_concurrency: Some(8),
         modifiers: vec![ModifierConfig {
+            track: None,
             sampler: "load".into(),
             steps: vec![Step {
                 above: 1.0,

@@ -143,6 +143,9 @@ pub struct ModifierConfig {
     pub sampler: String,
     /// Steps; the strongest one whose threshold and duration are met applies.
     pub steps: Vec<Step>,
+    /// Tracking instead of (or with) steps: find the factor that holds the
+    /// sampler at a target, whatever the capacity behind it.
+    pub track: Option<Track>,
 }
 
 impl Default for ModifierConfig {
@@ -150,6 +153,37 @@ impl Default for ModifierConfig {
         Self {
             sampler: "cpu".into(),
             steps: Vec::new(),
+            track: None,
+        }
+    }
+}
+
+/// A modifier that tracks a target: each tick the value is above `target`
+/// and not falling, the factor drops to `backoff` × the throughput the queue
+/// actually admitted over the tick (as a share of its configured rate); each
+/// tick it is at or below, the factor grows by `increase` (× (1 + increase)),
+/// back up to 1. So the limit settles near what the downstream sustains, for
+/// any capacity, instead of at fixed fractions of a fixed ceiling.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Track {
+    /// The sampler value to hold (e.g. 50 ms of delivery lag).
+    pub target: f64,
+    /// Multiplier on the admitted throughput when above target, in (0, 1).
+    pub backoff: f64,
+    /// Relative growth per tick at or below target, > 0.
+    pub increase: f64,
+    /// The factor never goes below this, in (0, 1].
+    pub min_factor: f64,
+}
+
+impl Default for Track {
+    fn default() -> Self {
+        Self {
+            target: 50.0,
+            backoff: 0.8,
+            increase: 0.05,
+            min_factor: 0.01,
         }
     }
 }

@@ -112,6 +112,28 @@ pub fn validate_queue(
                 return Err(invalid(name, "modifiers.steps.above", "must be finite"));
             }
         }
+        if let Some(t) = &m.track {
+            if !t.target.is_finite() {
+                return Err(invalid(name, "modifiers.track.target", "must be finite"));
+            }
+            if !(t.backoff > 0.0 && t.backoff < 1.0) {
+                return Err(invalid(
+                    name,
+                    "modifiers.track.backoff",
+                    "must be in (0, 1)",
+                ));
+            }
+            if !(t.increase > 0.0 && t.increase.is_finite()) {
+                return Err(invalid(name, "modifiers.track.increase", "must be > 0"));
+            }
+            if !(t.min_factor > 0.0 && t.min_factor <= 1.0) {
+                return Err(invalid(
+                    name,
+                    "modifiers.track.min_factor",
+                    "must be in (0, 1]",
+                ));
+            }
+        }
     }
     if let Some(a) = &q.adaptive {
         if a.min_limit == 0 || a.min_limit > a.max_limit {

@@ -6,10 +6,17 @@
 //! the smallest factor. When the value falls back to or below every threshold
 //! (or the sampler has no data), the overload clock resets and the factor
 //! returns to 1: the configured limits are restored.
+//!
+//! A modifier with a `track` table also finds a factor by itself: down to a
+//! share of the measured throughput while the value is above target and not
+//! falling (a backlog still growing), up a little each tick while it is at or
+//! below target. Falling values hold the factor: the backlog is draining,
+//! and cutting again would overshoot (the goodput collapse of a step table
+//! whose lowest step sits below capacity).
 
 use serde::Serialize;
 
-use crate::config::ModifierConfig;
+use crate::config::{ModifierConfig, Track};
 use crate::gcra::Nanos;
 
 /// Run-time state of one modifier.
@@ -21,6 +28,8 @@ pub struct ModifierState {
     pub factor: f64,
     /// How long the overload has lasted, in ms (0 when not overloaded).
     pub overloaded_for_ms: u64,
+    /// The tracking factor (1 without a `track` table).
+    pub tracked: f64,
     #[serde(skip)]
     since: Option<Nanos>,
 }
@@ -29,13 +38,31 @@ impl ModifierState {
     pub(crate) fn new() -> Self {
         Self {
             factor: 1.0,
+            tracked: 1.0,
             ..Self::default()
         }
     }
 
-    /// Feeds one sample taken at `now`; returns the factor in force.
-    pub(crate) fn update(&mut self, cfg: &ModifierConfig, value: Option<f64>, now: Nanos) -> f64 {
+    /// Feeds one sample taken at `now`; `throughput` is what the queue
+    /// admitted since the last sample as a share of its configured rate
+    /// (`None` without a rate). Returns the factor in force.
+    pub(crate) fn update(
+        &mut self,
+        cfg: &ModifierConfig,
+        value: Option<f64>,
+        now: Nanos,
+        throughput: Option<f64>,
+    ) -> f64 {
+        if let Some(t) = &cfg.track {
+            self.tracked = track(t, self.tracked, self.value, value, throughput);
+        }
+        let stepped = self.steps(cfg, value, now);
         self.value = value;
+        self.factor = stepped.min(self.tracked);
+        self.factor
+    }
+
+    fn steps(&mut self, cfg: &ModifierConfig, value: Option<f64>, now: Nanos) -> f64 {
         let lowest = cfg
             .steps
             .iter()
@@ -46,20 +73,39 @@ impl ModifierState {
             _ => {
                 self.since = None;
                 self.overloaded_for_ms = 0;
-                self.factor = 1.0;
                 return 1.0;
             }
         };
         let since = *self.since.get_or_insert(now);
         let lasted = now.saturating_sub(since) / 1_000_000;
         self.overloaded_for_ms = lasted;
-        self.factor = cfg
-            .steps
+        cfg.steps
             .iter()
             .filter(|s| v > s.above && lasted >= s.for_ms)
             .map(|s| s.factor)
-            .fold(1.0, f64::min);
-        self.factor
+            .fold(1.0, f64::min)
+    }
+}
+
+/// One tracking step: the next factor from the current one, the previous
+/// and current values, and the admitted throughput (share of the rate).
+fn track(
+    t: &Track,
+    factor: f64,
+    prev: Option<f64>,
+    value: Option<f64>,
+    throughput: Option<f64>,
+) -> f64 {
+    match value {
+        Some(v) if v > t.target => {
+            if prev.is_some_and(|p| v < p) {
+                return factor;
+            }
+            // Below what was really admitted, not below a ceiling nobody reached.
+            let from = throughput.map_or(factor, |tp| tp.min(factor));
+            (from * t.backoff).max(t.min_factor)
+        }
+        _ => (factor * (1.0 + t.increase)).min(1.0),
     }
 }
 
@@ -90,24 +136,81 @@ mod tests {
                     factor: 0.25,
                 },
             ],
+            track: None,
         }
+    }
+
+    fn tracking() -> ModifierConfig {
+        ModifierConfig {
+            sampler: "delivery_lag".into(),
+            steps: Vec::new(),
+            track: Some(Track {
+                target: 50.0,
+                backoff: 0.8,
+                increase: 0.1,
+                min_factor: 0.05,
+            }),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn tracking_cuts_below_the_admitted_throughput_not_the_ceiling() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        // Above target while admitting 30 % of the configured rate: the
+        // first cut lands at 0.8 x 30 %, not 0.8 x 100 %.
+        assert!(close(m.update(&cfg, Some(80.0), 0, Some(0.3)), 0.24));
+        // Still rising: cut again from what was admitted.
+        assert!(close(m.update(&cfg, Some(90.0), 0, Some(0.24)), 0.192));
+        // Above target but falling (the backlog drains): hold.
+        assert!(close(m.update(&cfg, Some(70.0), 0, Some(0.19)), 0.192));
+        // At or below target: grow 10 % per tick, up to 1.
+        assert!(close(m.update(&cfg, Some(40.0), 0, Some(0.19)), 0.2112));
+        for _ in 0..40 {
+            m.update(&cfg, None, 0, None);
+        }
+        assert!(close(m.factor, 1.0), "{}", m.factor);
+    }
+
+    #[test]
+    fn tracking_never_goes_below_min_factor() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        let mut v = 100.0;
+        for _ in 0..50 {
+            v += 10.0;
+            m.update(&cfg, Some(v), 0, Some(0.0));
+        }
+        assert!(close(m.factor, 0.05), "{}", m.factor);
+    }
+
+    #[test]
+    fn tracking_without_a_rate_cuts_from_its_own_factor() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        assert!(close(m.update(&cfg, Some(80.0), 0, None), 0.8));
+        assert!(close(m.update(&cfg, Some(80.0), 0, None), 0.64));
     }
 
     #[test]
     fn damping_deepens_with_value_and_duration_then_clears() {
         let cfg = table();
         let mut m = ModifierState::new();
-        assert_eq!(m.update(&cfg, Some(50.0), 0), 1.0);
-        assert_eq!(m.update(&cfg, Some(85.0), 0), 0.8);
-        assert_eq!(m.update(&cfg, Some(95.0), 1_000 * MS), 0.5);
-        assert_eq!(m.update(&cfg, Some(85.0), 5_000 * MS), 0.25);
+        assert_eq!(m.update(&cfg, Some(50.0), 0, None), 1.0);
+        assert_eq!(m.update(&cfg, Some(85.0), 0, None), 0.8);
+        assert_eq!(m.update(&cfg, Some(95.0), 1_000 * MS, None), 0.5);
+        assert_eq!(m.update(&cfg, Some(85.0), 5_000 * MS, None), 0.25);
         assert_eq!(m.overloaded_for_ms, 5_000);
-        assert_eq!(m.update(&cfg, Some(10.0), 6_000 * MS), 1.0);
+        assert_eq!(m.update(&cfg, Some(10.0), 6_000 * MS, None), 1.0);
         assert_eq!(
-            m.update(&cfg, Some(85.0), 7_000 * MS),
+            m.update(&cfg, Some(85.0), 7_000 * MS, None),
             0.8,
             "overload clock restarted"
         );
-        assert_eq!(m.update(&cfg, None, 8_000 * MS), 1.0);
+        assert_eq!(m.update(&cfg, None, 8_000 * MS, None), 1.0);
     }
 }
