@@ -9,10 +9,10 @@
 //!
 //! A modifier with a `track` table also finds a factor by itself: down to a
 //! share of the measured throughput while the value is above target and not
-//! falling (a backlog still growing), up a little each tick while it is at or
-//! below target. Falling values hold the factor: the backlog is draining,
-//! and cutting again would overshoot (the goodput collapse of a step table
-//! whose lowest step sits below capacity).
+//! worse than at its last cut (a backlog still growing), up a little each
+//! tick while it is at or below target. A value above target but no worse
+//! holds the factor: the cut is taking effect, and cutting on every noisy
+//! tick would ratchet the limit down and lose goodput.
 
 use serde::Serialize;
 
@@ -32,6 +32,9 @@ pub struct ModifierState {
     pub tracked: f64,
     #[serde(skip)]
     since: Option<Nanos>,
+    /// The value at the tracking's last cut, while above target.
+    #[serde(skip)]
+    cut_at: Option<f64>,
 }
 
 impl ModifierState {
@@ -54,7 +57,7 @@ impl ModifierState {
         throughput: Option<f64>,
     ) -> f64 {
         if let Some(t) = &cfg.track {
-            self.tracked = track(t, self.tracked, self.value, value, throughput);
+            (self.tracked, self.cut_at) = track(t, self.tracked, self.cut_at, value, throughput);
         }
         let stepped = self.steps(cfg, value, now);
         self.value = value;
@@ -87,25 +90,27 @@ impl ModifierState {
     }
 }
 
-/// One tracking step: the next factor from the current one, the previous
-/// and current values, and the admitted throughput (share of the rate).
+/// One tracking step: the next factor and the value at the last cut, from
+/// the current factor, the value at the last cut, the new value and the
+/// admitted throughput (share of the rate).
 fn track(
     t: &Track,
     factor: f64,
-    prev: Option<f64>,
+    cut_at: Option<f64>,
     value: Option<f64>,
     throughput: Option<f64>,
-) -> f64 {
+) -> (f64, Option<f64>) {
     match value {
+        // Not worse than when we last cut: that cut is still taking effect
+        // (a backlog drains), and cutting on every noisy tick would ratchet
+        // the limit down to `min_factor`.
+        Some(v) if v > t.target && cut_at.is_some_and(|c| v <= c) => (factor, cut_at),
         Some(v) if v > t.target => {
-            if prev.is_some_and(|p| v < p) {
-                return factor;
-            }
             // Below what was really admitted, not below a ceiling nobody reached.
             let from = throughput.map_or(factor, |tp| tp.min(factor));
-            (from * t.backoff).max(t.min_factor)
+            ((from * t.backoff).max(t.min_factor), Some(v))
         }
-        _ => (factor * (1.0 + t.increase)).min(1.0),
+        _ => ((factor * (1.0 + t.increase)).min(1.0), None),
     }
 }
 
@@ -166,7 +171,7 @@ mod tests {
         assert!(close(m.update(&cfg, Some(80.0), 0, Some(0.3)), 0.24));
         // Still rising: cut again from what was admitted.
         assert!(close(m.update(&cfg, Some(90.0), 0, Some(0.24)), 0.192));
-        // Above target but falling (the backlog drains): hold.
+        // Above target but no worse than at the last cut: hold.
         assert!(close(m.update(&cfg, Some(70.0), 0, Some(0.19)), 0.192));
         // At or below target: grow 10 % per tick, up to 1.
         assert!(close(m.update(&cfg, Some(40.0), 0, Some(0.19)), 0.2112));
@@ -193,7 +198,9 @@ mod tests {
         let cfg = tracking();
         let mut m = ModifierState::new();
         assert!(close(m.update(&cfg, Some(80.0), 0, None), 0.8));
-        assert!(close(m.update(&cfg, Some(80.0), 0, None), 0.64));
+        // No worse than at the cut: hold; worse: cut again.
+        assert!(close(m.update(&cfg, Some(80.0), 0, None), 0.8));
+        assert!(close(m.update(&cfg, Some(81.0), 0, None), 0.64));
     }
 
     #[test]
