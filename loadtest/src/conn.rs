@@ -92,6 +92,8 @@ pub struct Shared {
     acks: mpsc::UnboundedSender<Ack>,
     /// Set by the reader when the connection ended.
     pub closed: AtomicBool,
+    /// With `--honor-retry-after`: no sends before this (µs of the run).
+    pub paused_until_us: AtomicU64,
 }
 
 impl Shared {
@@ -114,6 +116,7 @@ impl Shared {
             next_ref: AtomicU64::new(1),
             acks: tx,
             closed: AtomicBool::new(false),
+            paused_until_us: AtomicU64::new(0),
         };
         (Arc::new(s), rx)
     }
@@ -194,6 +197,12 @@ impl Shared {
                 return;
             }
             self.run.c.send_errors.fetch_add(1, Ordering::Relaxed);
+            if self.run.opts.honor_retry_after
+                && let Some(ms) = f.retry_after_ms
+            {
+                let until = self.run.now_us().saturating_add(ms.saturating_mul(1000));
+                self.paused_until_us.fetch_max(until, Ordering::Relaxed);
+            }
             let lat = self.run.now_us().saturating_sub(sched);
             let _ = self.acks.send(Ack {
                 latency: Duration::from_micros(lat),
@@ -409,7 +418,10 @@ mod tests {
     use crate::plan::ProfilePlan;
 
     fn shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<Ack>) {
-        let opts = Options::new(Profile::Load);
+        shared_with(Options::new(Profile::Load))
+    }
+
+    fn shared_with(opts: Options) -> (Arc<Shared>, mpsc::UnboundedReceiver<Ack>) {
         let plan = ProfilePlan::of(&opts);
         let run = Arc::new(RunState::new(opts, plan, "t".into()));
         let room = run.room(0);
@@ -443,6 +455,26 @@ mod tests {
         );
         assert_eq!(lock(&s.run.errors_by_code).get("overloaded"), Some(&1));
         assert_eq!(s.run.others()["retry_after"].len(), 1);
+    }
+
+    #[test]
+    fn a_refused_send_pauses_sending_only_when_hints_are_honoured() {
+        const REFUSED: &str =
+            r#"{"type":"error","ref":"s:5","code":"overloaded","message":"m","retry_after_ms":40}"#;
+        let (open_loop, _rx) = shared();
+        lock(&open_loop.inflight).insert(5, 0);
+        open_loop.on_text(REFUSED);
+        assert_eq!(open_loop.paused_until_us.load(Ordering::Relaxed), 0);
+
+        let mut opts = Options::new(Profile::Load);
+        opts.honor_retry_after = true;
+        let (polite, _rx) = shared_with(opts);
+        lock(&polite.inflight).insert(5, 0);
+        let before = polite.run.now_us();
+        polite.on_text(REFUSED);
+        let until = polite.paused_until_us.load(Ordering::Relaxed);
+        assert!(until >= before + 40_000, "{until} vs {before}");
+        assert!(until <= polite.run.now_us() + 40_000);
     }
 
     #[test]

@@ -166,6 +166,13 @@ pub struct Options {
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub request_timeout: Duration,
 
+    /// Clients that honour `retry_after_ms` on sends: after a refused send a
+    /// user holds its sends for the advised time, then writes the ones that
+    /// fell due meanwhile together (their latency still counts from their
+    /// schedule). Without it the schedule is open loop and ignores refusals.
+    #[arg(long)]
+    pub honor_retry_after: bool,
+
     /// Attempts per connect/login/register/join before the user gives up
     /// (after 503 or `overloaded`, waiting the advised retry time).
     #[arg(long, default_value_t = 50)]

@@ -159,7 +159,13 @@ async fn on_tick(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         run.c.server_closes.fetch_add(1, Ordering::Relaxed);
         reconnect(user, &run, &mut s).await?;
     }
-    let next = s.schedule.as_ref().and_then(Schedule::next_due);
+    let paused =
+        run.epoch + Duration::from_micros(s.shared.paused_until_us.load(Ordering::Relaxed));
+    let next = s
+        .schedule
+        .as_ref()
+        .and_then(Schedule::next_due)
+        .map(|due| due.max(paused));
     match next {
         Some(due) => tokio::time::sleep_until(due.min(Instant::now() + MAX_TICK)).await,
         None => tokio::time::sleep(MAX_TICK).await,
@@ -175,6 +181,9 @@ async fn send_due(run: &RunState, s: &mut Session) {
         return;
     }
     let now = Instant::now();
+    if run.us_of(now) < s.shared.paused_until_us.load(Ordering::Relaxed) {
+        return;
+    }
     let Session {
         schedule,
         shared,
