@@ -194,6 +194,7 @@ pub fn merge_json(base: &QueueConfig, body: serde_json::Value) -> Result<QueueCo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ModifierConfig, Track};
     use serde_json::json;
 
     #[test]
@@ -250,5 +251,46 @@ mod tests {
         ));
         cfg.groups.insert("g".into(), GroupConfig::default());
         assert!(validate(&cfg).is_ok());
+    }
+
+    #[test]
+    fn tracking_parameters_are_checked() {
+        let with = |track: Track| {
+            let mut cfg = RegulatorConfig::default();
+            let modifier = ModifierConfig {
+                track: Some(track),
+                ..ModifierConfig::default()
+            };
+            cfg.queues.insert(
+                "q".into(),
+                QueueConfig {
+                    modifiers: vec![modifier],
+                    ..QueueConfig::default()
+                },
+            );
+            validate(&cfg)
+        };
+        assert!(with(Track::default()).is_ok());
+        for bad in [
+            Track {
+                backoff: 1.0,
+                ..Track::default()
+            },
+            Track {
+                increase: 0.0,
+                ..Track::default()
+            },
+            Track {
+                min_factor: 0.0,
+                ..Track::default()
+            },
+            Track {
+                target: f64::NAN,
+                ..Track::default()
+            },
+        ] {
+            let e = with(bad.clone()).expect_err(&format!("{bad:?}"));
+            assert!(e.to_string().contains("modifiers.track"), "{e}");
+        }
     }
 }
