@@ -13,7 +13,7 @@ use crate::state::{RoomState, RunState};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -94,7 +94,19 @@ pub struct Shared {
     pub closed: AtomicBool,
     /// With `--honor-retry-after`: no sends before this (µs of the run).
     pub paused_until_us: AtomicU64,
+    /// With `--honor-retry-after`: after a refusal, one send probes and the
+    /// rest wait for its answer (`PROBE_*`).
+    pub probe: AtomicU8,
+    /// Signalled when a probe is answered.
+    pub probe_answered: tokio::sync::Notify,
 }
+
+/// Sending normally.
+pub const PROBE_OFF: u8 = 0;
+/// The next send is a probe.
+pub const PROBE_NEXT: u8 = 1;
+/// A probe is out; hold the rest.
+pub const PROBE_OUT: u8 = 2;
 
 impl Shared {
     /// Shared state for user `idx` in `room`; returns the ack receiver too.
@@ -117,6 +129,8 @@ impl Shared {
             acks: tx,
             closed: AtomicBool::new(false),
             paused_until_us: AtomicU64::new(0),
+            probe: AtomicU8::new(PROBE_OFF),
+            probe_answered: tokio::sync::Notify::new(),
         };
         (Arc::new(s), rx)
     }
@@ -165,6 +179,9 @@ impl Shared {
             }
             let now = self.run.now_us();
             let lat = now.saturating_sub(sched);
+            if self.probe.swap(PROBE_OFF, Ordering::Relaxed) != PROBE_OFF {
+                self.probe_answered.notify_one();
+            }
             self.run.send_ok.record(self.idx, lat);
             self.run.c.acked.fetch_add(1, Ordering::Relaxed);
             if let Some(seq) = f.seq {
@@ -197,11 +214,19 @@ impl Shared {
                 return;
             }
             self.run.c.send_errors.fetch_add(1, Ordering::Relaxed);
-            if self.run.opts.honor_retry_after
-                && let Some(ms) = f.retry_after_ms
-            {
-                let until = self.run.now_us().saturating_add(ms.saturating_mul(1000));
-                self.paused_until_us.fetch_max(until, Ordering::Relaxed);
+            if self.run.opts.honor_retry_after {
+                // Refused for load: pause, then probe. Any other error
+                // answers a probe as well as an ok would.
+                let next = match f.retry_after_ms {
+                    Some(ms) => {
+                        let until = self.run.now_us().saturating_add(ms.saturating_mul(1000));
+                        self.paused_until_us.fetch_max(until, Ordering::Relaxed);
+                        PROBE_NEXT
+                    }
+                    None => PROBE_OFF,
+                };
+                self.probe.store(next, Ordering::Relaxed);
+                self.probe_answered.notify_one();
             }
             let lat = self.run.now_us().saturating_sub(sched);
             let _ = self.acks.send(Ack {
@@ -475,6 +500,13 @@ mod tests {
         let until = polite.paused_until_us.load(Ordering::Relaxed);
         assert!(until >= before + 40_000, "{until} vs {before}");
         assert!(until <= polite.run.now_us() + 40_000);
+        // After the pause one send probes; its ok lets the rest go.
+        assert_eq!(polite.probe.load(Ordering::Relaxed), PROBE_NEXT);
+        polite.probe.store(PROBE_OUT, Ordering::Relaxed);
+        lock(&polite.inflight).insert(6, 1);
+        polite.on_text(r#"{"type":"ok","ref":"s:6","room":"r0","seq":1,"id":"x"}"#);
+        assert_eq!(polite.probe.load(Ordering::Relaxed), PROBE_OFF);
+        assert_eq!(open_loop.probe.load(Ordering::Relaxed), PROBE_OFF);
     }
 
     #[test]

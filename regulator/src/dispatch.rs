@@ -142,7 +142,13 @@ impl Shared {
         if factor != st.factor {
             let from = st.factor;
             st.factor = factor;
-            tracing::info!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
+            // A tracking modifier moves the factor every tick: log the start
+            // and the end of damping, the steps in between only at debug.
+            if from == 1.0 || factor == 1.0 {
+                tracing::info!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
+            } else {
+                tracing::debug!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
+            }
             self.apply_limits(&st, now);
             self.dispatch(&mut st, now, now);
         }

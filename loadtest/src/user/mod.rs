@@ -166,9 +166,14 @@ async fn on_tick(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         .as_ref()
         .and_then(Schedule::next_due)
         .map(|due| due.max(paused));
-    match next {
-        Some(due) => tokio::time::sleep_until(due.min(Instant::now() + MAX_TICK)).await,
-        None => tokio::time::sleep(MAX_TICK).await,
+    if s.shared.probe.load(Ordering::Relaxed) == conn::PROBE_OUT {
+        // A probe is out: the rest wait for its answer, not for the clock.
+        let _ = tokio::time::timeout(MAX_TICK, s.shared.probe_answered.notified()).await;
+    } else {
+        match next {
+            Some(due) => tokio::time::sleep_until(due.min(Instant::now() + MAX_TICK)).await,
+            None => tokio::time::sleep(MAX_TICK).await,
+        }
     }
     send_due(&run, &mut s).await;
     record_acks(user, &mut s).await
@@ -182,6 +187,10 @@ async fn send_due(run: &RunState, s: &mut Session) {
     }
     let now = Instant::now();
     if run.us_of(now) < s.shared.paused_until_us.load(Ordering::Relaxed) {
+        return;
+    }
+    let probe = s.shared.probe.load(Ordering::Relaxed);
+    if probe == conn::PROBE_OUT {
         return;
     }
     let Session {
@@ -206,6 +215,11 @@ async fn send_due(run: &RunState, s: &mut Session) {
         // feed + one flush per batch: due sends of a late tick go out together.
         if sink.feed(Message::Text(frame.into())).await.is_err() {
             run.c.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if probe == conn::PROBE_NEXT {
+            // After a refusal one send goes first; the rest follow its ok.
+            shared.probe.store(conn::PROBE_OUT, Ordering::Relaxed);
+            break;
         }
     }
     if sink.flush().await.is_err() {
