@@ -351,6 +351,9 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 max_concurrency: Some(4096),
                 max_size: 1024,
                 max_wait_ms: 100,
+                // A burst waits for a token; sustained overload is refused
+                // at the door, not after 100 ms in the queue.
+                shed_predicted_timeouts: true,
                 discipline: Discipline::Codel,
                 key_rate_per_sec: Some(50.0),
                 key_burst: 100,

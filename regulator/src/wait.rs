@@ -67,10 +67,17 @@ impl Shared {
         // A waiter that would time out anyway is better told now: the
         // client retries or gives up at once instead of after `max_wait`.
         if st.cfg.shed_predicted_timeouts && order == Order::Fifo {
+            // While CoDel is dropping, a waiter that would stand longer than
+            // its target is dropped at the head anyway: refuse it now.
+            let limit = if st.cfg.discipline == Discipline::Codel && st.codel.dropping() {
+                st.cfg.codel_target_ms * MS
+            } else {
+                st.cfg.max_wait_ms * MS
+            };
             // One slot per waiter ahead, plus the slot it waits for: erring
             // long turns a likely timeout into an answer now.
             let predicted = (st.waiters.ahead_of(rank) + 1) * per_slot;
-            if predicted > st.cfg.max_wait_ms * MS {
+            if predicted > limit {
                 return Err(Err(self.reject(Reason::PredictedTimeout, predicted, now)));
             }
         }

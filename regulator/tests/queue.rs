@@ -338,6 +338,54 @@ async fn codel_drops_from_a_standing_queue_and_keeps_waits_short() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn codel_with_predicted_shedding_refuses_at_the_door() {
+    let (_r, q) = one(QueueConfig {
+        max_concurrency: Some(1),
+        max_size: 10_000,
+        max_wait_ms: 60_000,
+        discipline: Discipline::Codel,
+        shed_predicted_timeouts: true,
+        ..QueueConfig::default()
+    });
+    let at_door = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // The arrivals of the test above: every 8 ms, service 10 ms.
+    for i in 0..250u64 {
+        let (q, at_door, dropped) = (q.clone(), at_door.clone(), dropped.clone());
+        tasks.push(tokio::spawn(async move {
+            sleep(ms(i * 8)).await;
+            let t = Instant::now();
+            match q.ask(Request::new()).await {
+                Ok(_p) => sleep(ms(10)).await,
+                Err(e) if e.reason == Reason::PredictedTimeout => {
+                    assert_eq!(t.elapsed(), Duration::ZERO, "refused without waiting");
+                    at_door.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    assert_eq!(e.reason, Reason::Codel);
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (at_door, dropped) = (
+        at_door.load(Ordering::SeqCst),
+        dropped.load(Ordering::SeqCst),
+    );
+    // Once CoDel is dropping, new arrivals that would stand past its target
+    // are refused at the door; only the first drops wait at the head.
+    assert!(at_door > 0);
+    assert!(
+        at_door > 2 * dropped,
+        "at the door {at_door}, dropped {dropped}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn lowest_priority_is_shed_first_and_highest_served_first() {
     let (_r, q) = one(QueueConfig {
         max_concurrency: Some(1),

@@ -79,7 +79,8 @@ pub struct QueueConfig {
     /// Refuse at once a request whose predicted wait ((waiters ahead + 1) ×
     /// observed service time ÷ limit) already exceeds `max_wait`, instead of letting
     /// it wait `max_wait` to be refused anyway. FIFO and CoDel order only (in
-    /// LIFO order a new arrival goes first).
+    /// LIFO order a new arrival goes first); while CoDel is dropping, the
+    /// limit is `codel_target_ms`.
     pub shed_predicted_timeouts: bool,
     /// Service order of waiters.
     pub discipline: Discipline,
