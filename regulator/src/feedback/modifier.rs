@@ -8,11 +8,11 @@
 //! returns to 1: the configured limits are restored.
 //!
 //! A modifier with a `track` table also finds a factor by itself: down to a
-//! share of the measured throughput while the value is above target and not
-//! worse than at its last cut (a backlog still growing), up a little each
-//! tick while it is at or below target. A value above target but no worse
-//! holds the factor: the cut is taking effect, and cutting on every noisy
-//! tick would ratchet the limit down and lose goodput.
+//! share of the measured throughput when the value rises above target, and
+//! again whenever it gets worse than at the last cut (a backlog still
+//! growing); up a little each tick while it is at or below target. A value
+//! above target but no worse holds the factor: the cut is taking effect, and
+//! cutting on every noisy tick would ratchet the limit down and lose goodput.
 
 use serde::Serialize;
 
