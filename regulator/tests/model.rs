@@ -11,7 +11,7 @@
 //! room. At the end every ask not cancelled has been answered exactly once and
 //! the queue is empty with nothing in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -72,6 +72,33 @@ async fn settle() {
 
 type Answer = (usize, Result<Permit, Reason>, Instant);
 
+/// The driver's account of every ask.
+#[derive(Default)]
+struct Book {
+    pending: HashMap<usize, Pending>,
+    answered: HashMap<usize, Option<Reason>>,
+    /// (non-rejectable, permit)
+    held: Vec<(bool, Permit)>,
+    non_rejectable: HashSet<usize>,
+}
+
+impl Book {
+    /// Records the answer to ask `id` (already taken out of `pending`).
+    fn record(&mut self, id: usize, res: Result<Permit, Reason>) {
+        let nr = self.non_rejectable.contains(&id);
+        match res {
+            Ok(permit) => {
+                self.held.push((nr, permit));
+                self.answered.insert(id, None);
+            }
+            Err(reason) => {
+                assert!(!nr, "non-rejectable work rejected ({reason})");
+                self.answered.insert(id, Some(reason));
+            }
+        }
+    }
+}
+
 fn run_model(
     limit: u32,
     rate: Option<(f64, u32)>,
@@ -104,39 +131,23 @@ fn run_model(
         let r = Regulator::new(cfg).unwrap();
         let q = r.queue("q").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
-        let mut pending: HashMap<usize, Pending> = HashMap::new();
-        let mut answered: HashMap<usize, Option<Reason>> = HashMap::new();
+        let mut book = Book::default();
         let mut cancelled = 0usize;
-        // (non-rejectable, permit)
-        let mut held: Vec<(bool, Permit)> = Vec::new();
-        let mut non_rejectable: std::collections::HashSet<usize> = Default::default();
         let mut next_id = 0usize;
 
-        let check = |pending: &mut HashMap<usize, Pending>,
-                     held: &mut Vec<(bool, Permit)>,
-                     non_rejectable: &std::collections::HashSet<usize>,
-                     answered: &mut HashMap<usize, Option<Reason>>,
-                     rx: &mut mpsc::UnboundedReceiver<Answer>| {
+        let check = |book: &mut Book, rx: &mut mpsc::UnboundedReceiver<Answer>| {
             while let Ok((id, res, at)) = rx.try_recv() {
-                let p = pending
+                let p = book
+                    .pending
                     .remove(&id)
                     .expect("answered exactly once, and not after cancellation");
                 assert!(
                     at <= p.expiry + Duration::from_millis(1),
                     "answered after its expiry"
                 );
-                let nr = non_rejectable.contains(&id);
-                match res {
-                    Ok(permit) => {
-                        held.push((nr, permit));
-                        answered.insert(id, None);
-                    }
-                    Err(reason) => {
-                        assert!(!nr, "non-rejectable work rejected ({reason})");
-                        answered.insert(id, Some(reason));
-                    }
-                }
+                book.record(id, res);
             }
+            let (pending, held) = (&book.pending, &book.held);
             let now = Instant::now();
             for p in pending.values() {
                 assert!(
@@ -195,12 +206,12 @@ fn run_model(
                         // The driver outlives every task.
                         let _ = tx.send((id, res, Instant::now()));
                     });
-                    pending.insert(id, Pending { handle, expiry });
+                    book.pending.insert(id, Pending { handle, expiry });
                 }
                 Op::AskNonRejectable => {
                     let id = next_id;
                     next_id += 1;
-                    non_rejectable.insert(id);
+                    book.non_rejectable.insert(id);
                     let (q, tx) = (q.clone(), tx.clone());
                     let handle = tokio::spawn(async move {
                         let res = q
@@ -211,7 +222,7 @@ fn run_model(
                         let _ = tx.send((id, res, Instant::now()));
                     });
                     // Answered at once.
-                    pending.insert(
+                    book.pending.insert(
                         id,
                         Pending {
                             handle,
@@ -238,43 +249,27 @@ fn run_model(
                     .unwrap();
                 }
                 Op::Release(i) => {
-                    if !held.is_empty() {
-                        let i = i % held.len();
-                        drop(held.swap_remove(i));
+                    if !book.held.is_empty() {
+                        let i = i % book.held.len();
+                        drop(book.held.swap_remove(i));
                     }
                 }
                 Op::Cancel(i) => {
-                    if !pending.is_empty() {
-                        let mut ids: Vec<usize> = pending.keys().copied().collect();
+                    if !book.pending.is_empty() {
+                        let mut ids: Vec<usize> = book.pending.keys().copied().collect();
                         ids.sort_unstable();
                         let id = ids[i % ids.len()];
                         settle().await;
                         // It may have been answered meanwhile; only cancel a real waiter.
-                        check(
-                            &mut pending,
-                            &mut held,
-                            &non_rejectable,
-                            &mut answered,
-                            &mut rx,
-                        );
-                        if let Some(p) = pending.remove(&id) {
+                        check(&mut book, &mut rx);
+                        if let Some(p) = book.pending.remove(&id) {
                             p.handle.abort();
                             let _ = p.handle.await;
                             cancelled += 1;
                             // An answer sent just before the abort is drained (and dropped) here.
                             while let Ok((aid, res, _)) = rx.try_recv() {
-                                if aid == id {
-                                    drop(res);
-                                } else if let Some(_p) = pending.remove(&aid) {
-                                    match res {
-                                        Ok(permit) => {
-                                            held.push((non_rejectable.contains(&aid), permit));
-                                            answered.insert(aid, None);
-                                        }
-                                        Err(reason) => {
-                                            answered.insert(aid, Some(reason));
-                                        }
-                                    }
+                                if aid != id && book.pending.remove(&aid).is_some() {
+                                    book.record(aid, res);
                                 }
                             }
                         }
@@ -286,44 +281,26 @@ fn run_model(
                     for _ in 0..ms {
                         tokio::time::advance(Duration::from_millis(1)).await;
                         settle().await;
-                        check(
-                            &mut pending,
-                            &mut held,
-                            &non_rejectable,
-                            &mut answered,
-                            &mut rx,
-                        );
+                        check(&mut book, &mut rx);
                     }
                 }
             }
             settle().await;
-            check(
-                &mut pending,
-                &mut held,
-                &non_rejectable,
-                &mut answered,
-                &mut rx,
-            );
+            check(&mut book, &mut rx);
         }
         // Let every waiter reach its expiry.
         for _ in 0..max_wait + 200 {
             tokio::time::advance(Duration::from_millis(1)).await;
             settle().await;
-            check(
-                &mut pending,
-                &mut held,
-                &non_rejectable,
-                &mut answered,
-                &mut rx,
-            );
+            check(&mut book, &mut rx);
         }
-        assert!(pending.is_empty(), "every ask answered");
+        assert!(book.pending.is_empty(), "every ask answered");
         assert_eq!(
-            answered.len() + cancelled,
+            book.answered.len() + cancelled,
             next_id,
             "each ask answered once or cancelled"
         );
-        drop(held);
+        drop(book);
         settle().await;
         assert_eq!(q.in_flight(), 0);
         assert_eq!(q.len(), 0);
