@@ -384,11 +384,10 @@ fn send_backpressure() -> ModifierConfig {
     ModifierConfig {
         sampler: "delivery_lag".into(),
         steps: Vec::new(),
+        // Hold 50 ms of mean lag; backoff, increase and floor as documented.
         track: Some(Track {
             target: 50.0,
-            backoff: 0.8,
-            increase: 0.05,
-            min_factor: 0.01,
+            ..Track::default()
         }),
     }
 }

@@ -41,18 +41,14 @@ async fn overloaded_login_path_answers_overloaded_with_retry_after() {
         ("DIALTONE_REGULATOR__QUEUES__LOGIN__MAX_SIZE", "0"),
     ])
     .await;
-    let addr = node.addr();
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        tasks.push(tokio::spawn(async move {
-            let mut c = Client::anon(addr).await;
-            c.request(json!({"type":"login","user": format!("nobody{i}"),"password":"pw"}))
-                .await
-        }));
-    }
+    let replies = anon_burst(
+        node.addr(),
+        12,
+        |i| json!({"type":"login","user": format!("nobody{i}"),"password":"pw"}),
+    )
+    .await;
     let mut overloaded = 0;
-    for t in tasks {
-        let v = t.await.unwrap();
+    for v in replies {
         match v["code"].as_str() {
             Some("overloaded") => {
                 overloaded += 1;

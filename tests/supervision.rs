@@ -154,19 +154,15 @@ async fn hash_worker_panic_fails_one_login_and_others_succeed() {
     .await;
     let addr = node.addr();
     arm(addr, json!({"point": "auth.hash"})).await;
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        tasks.push(tokio::spawn(async move {
-            let mut c = Client::anon(addr).await;
-            c.request(json!({"type":"register","user": format!("p{i}"),"password":"pw"}))
-                .await
-        }));
-    }
-    let mut codes = Vec::new();
-    for t in tasks {
-        let v = t.await.unwrap();
-        codes.push(v["code"].as_str().unwrap_or("ok").to_owned());
-    }
+    let codes: Vec<String> = anon_burst(
+        addr,
+        6,
+        |i| json!({"type":"register","user": format!("p{i}"),"password":"pw"}),
+    )
+    .await
+    .iter()
+    .map(|v| v["code"].as_str().unwrap_or("ok").to_owned())
+    .collect();
     assert_eq!(
         codes.iter().filter(|c| *c == "internal").count(),
         1,

@@ -114,21 +114,29 @@ pub fn serve(
     }
 }
 
-/// Sends one frame (boxed: see the module docs).
+/// Sends one frame and flushes (boxed: see the module docs).
 fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
-    Box::pin(async move {
-        match timeout(limit, ws.send(text(frame))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    })
+    write(ws, frame, limit, true)
 }
 
-/// Queues one frame for the next flush without writing it (boxed: see the
-/// module docs).
+/// Queues one frame for the next flush without writing it.
 fn feed(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
+    write(ws, frame, limit, false)
+}
+
+fn write(
+    ws: &mut WebSocket,
+    frame: Bytes,
+    limit: Duration,
+    flush: bool,
+) -> BoxFuture<'_, Result<(), ()>> {
     Box::pin(async move {
-        match timeout(limit, ws.feed(text(frame))).await {
+        let done = if flush {
+            timeout(limit, ws.send(text(frame))).await
+        } else {
+            timeout(limit, ws.feed(text(frame))).await
+        };
+        match done {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }

@@ -19,6 +19,15 @@ async fn settle() {
 mod common;
 use common::*;
 
+/// Teaches a one-slot queue its service time (one job of `took`), then
+/// takes the slot: what is asked next has to wait.
+async fn busy_after_one_job(q: &regulator::Queue, took: Duration) -> regulator::Permit {
+    let p = q.ask(Request::new()).await.unwrap();
+    sleep(took).await;
+    drop(p);
+    q.ask(Request::new()).await.unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrency_is_never_exceeded_with_weights() {
     let (_r, q) = one(QueueConfig {
@@ -124,11 +133,7 @@ async fn deadline_sheds_at_enqueue_when_predicted_wait_exceeds_it() {
         max_wait_ms: 10_000,
         ..QueueConfig::default()
     });
-    // Teach the queue its service time: 100 ms per job.
-    let p = q.ask(Request::new()).await.unwrap();
-    sleep(ms(100)).await;
-    drop(p);
-    let _hold = q.ask(Request::new()).await.unwrap();
+    let _hold = busy_after_one_job(&q, ms(100)).await;
     let mut waiters: Vec<_> = (0..5).map(|_| Box::pin(q.ask(Request::new()))).collect();
     for w in &mut waiters {
         assert!(w.as_mut().now_or_never().is_none());
@@ -165,11 +170,7 @@ async fn predicted_timeouts_are_refused_at_enqueue_when_enabled() {
             shed_predicted_timeouts: shed,
             ..QueueConfig::default()
         });
-        // Teach the queue its service time: 100 ms per job.
-        let p = q.ask(Request::new()).await.unwrap();
-        sleep(ms(100)).await;
-        drop(p);
-        let _hold = q.ask(Request::new()).await.unwrap();
+        let _hold = busy_after_one_job(&q, ms(100)).await;
         // Predicted: a slot per waiter ahead plus the one it waits for. Up to
         // two ahead (300 ms) fits in max_wait: queued.
         let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(q.ask(Request::new()))).collect();

@@ -210,6 +210,22 @@ pub fn close_code(c: CloseCode) -> u16 {
     u16::from(c)
 }
 
+/// One request each from `n` fresh anonymous connections, all at once; the
+/// replies in request order.
+pub async fn anon_burst(addr: SocketAddr, n: usize, frame: impl Fn(usize) -> Value) -> Vec<Value> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let f = frame(i);
+            tokio::spawn(async move { Client::anon(addr).await.request(f).await })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(n);
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    replies
+}
+
 /// A plain HTTP GET on the node; returns status, headers and body.
 pub async fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
     http(addr, "GET", path, auth, None).await

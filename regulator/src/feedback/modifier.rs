@@ -149,11 +149,12 @@ mod tests {
         ModifierConfig {
             sampler: "delivery_lag".into(),
             steps: Vec::new(),
+            // Round numbers for the arithmetic below.
             track: Some(Track {
                 target: 50.0,
-                backoff: 0.8,
                 increase: 0.1,
                 min_factor: 0.05,
+                ..Track::default()
             }),
         }
     }
