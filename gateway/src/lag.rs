@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use regulator::Sampler;
+use regulator::{LatencySampler, Sampler};
 
 use crate::telemetry::hot;
 
@@ -20,9 +20,9 @@ use crate::telemetry::hot;
 /// per flush (100k/s at full fan-out) cost the node visible tail latency.
 #[derive(Default)]
 pub struct DeliveryLag {
-    sum_us: AtomicU64,
+    /// The regulator's own windowed mean.
+    mean: LatencySampler,
     max_us: AtomicU64,
-    flushes: AtomicU64,
 }
 
 /// One flush in this many is recorded, counted per thread: at full fan-out
@@ -48,10 +48,9 @@ impl DeliveryLag {
     }
 
     fn record_sample(&self, lag: Duration) {
+        self.mean.observe(lag);
         let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
-        self.flushes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -59,12 +58,9 @@ impl Sampler for DeliveryLag {
     /// Milliseconds; `None` when nothing was written since the last sample.
     /// Also publishes the window's mean and max as gauges.
     fn sample(&self) -> Option<f64> {
-        let n = self.flushes.swap(0, Ordering::Relaxed);
-        let sum = self.sum_us.swap(0, Ordering::Relaxed);
+        let mean_ms = self.mean.sample();
         let max = self.max_us.swap(0, Ordering::Relaxed);
         // Precision loss is irrelevant at these magnitudes.
-        #[allow(clippy::cast_precision_loss)]
-        let mean_ms = (n > 0).then(|| sum as f64 / n as f64 / 1000.0);
         #[allow(clippy::cast_precision_loss)]
         hot().delivery_lag_max.set(max as f64 / 1e6);
         hot().delivery_lag_mean.set(mean_ms.unwrap_or(0.0) / 1e3);
@@ -89,9 +85,10 @@ mod tests {
     #[test]
     fn records_one_flush_in_sample_every() {
         let lag = DeliveryLag::default();
-        for _ in 0..SAMPLE_EVERY * 4 {
-            lag.record(Duration::from_millis(1));
+        // Flush i waits i ms: the 16th, 32nd, 48th and 64th are recorded.
+        for i in 1..=SAMPLE_EVERY * 4 {
+            lag.record(Duration::from_millis(u64::from(i)));
         }
-        assert_eq!(lag.flushes.load(Ordering::Relaxed), 4);
+        assert_eq!(lag.sample(), Some(40.0));
     }
 }
