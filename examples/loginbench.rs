@@ -45,6 +45,10 @@ use tokio::{
 };
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
+// The contract tests' HTTP client (it also undoes chunked encoding).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Open-loop password-login overload driver for dialtone")]
 struct Args {
@@ -136,19 +140,9 @@ fn reason_of(v: &Value) -> String {
 /// written, `dialtone_refusal_seconds`): cumulative count per bucket bound,
 /// from `/metrics` on the WebSocket listener's address.
 async fn node_refusals(url: &str) -> Option<Vec<(f64, u64)>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = url.strip_prefix("ws://")?.split('/').next()?;
-    let mut s = timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
-        .await
-        .ok()?
-        .ok()?;
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut body = String::new();
-    timeout(Duration::from_secs(5), s.read_to_string(&mut body))
-        .await
-        .ok()?
-        .ok()?;
+    let addr = tokio::net::lookup_host(host).await.ok()?.next()?;
+    let (_, _, body) = common::http_get(addr, "/metrics", None).await;
     let prefix = r#"dialtone_refusal_seconds_bucket{type="login",le=""#;
     Some(
         body.lines()
