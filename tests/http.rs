@@ -82,6 +82,16 @@ async fn admin_needs_the_bearer_token() {
     assert_eq!(s, 401);
 }
 
+/// The names of a tree node's children, in order.
+fn child_names(node: &Value) -> Vec<&str> {
+    node["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn admin_tree_shows_every_supervisor_and_worker() {
     let node = start(&[
@@ -98,14 +108,8 @@ async fn admin_tree_shows_every_supervisor_and_worker() {
     let tree: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(tree["name"], "dialtone");
     assert_eq!(tree["kind"], "supervisor");
-    let names: Vec<&str> = tree["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        child_names(&tree),
         [
             "store",
             "auth",
@@ -127,13 +131,10 @@ async fn admin_tree_shows_every_supervisor_and_worker() {
     }
     // Every connection is a temporary child of the gateway's pool.
     let gateway = &tree["children"][3];
-    let names: Vec<&str> = gateway["children"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["listener", "connections", "keepalive"]);
+    assert_eq!(
+        child_names(gateway),
+        ["listener", "connections", "keepalive"]
+    );
     let conns = gateway["children"][1]["children"].as_array().unwrap();
     assert_eq!(conns.len(), 2, "{conns:?}");
     assert!(
