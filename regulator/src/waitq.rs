@@ -46,6 +46,9 @@ pub(crate) struct Waiter {
 pub(crate) struct Waiters {
     map: BTreeMap<Key, Waiter>,
     seq: u64,
+    /// Waiters per priority rank (few ranks in use), so counting who is
+    /// ahead does not walk the queue.
+    bands: BTreeMap<u8, u64>,
 }
 
 impl Waiters {
@@ -61,6 +64,7 @@ impl Waiters {
         self.seq += 1;
         let key = (rank, self.seq);
         self.map.insert(key, w);
+        *self.bands.entry(rank).or_default() += 1;
         key
     }
 
@@ -69,7 +73,14 @@ impl Waiters {
     }
 
     pub(crate) fn remove(&mut self, key: &Key) -> Option<Waiter> {
-        self.map.remove(key)
+        let w = self.map.remove(key)?;
+        if let Some(n) = self.bands.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.bands.remove(&key.0);
+            }
+        }
+        Some(w)
     }
 
     fn band(&self, rank: u8) -> std::collections::btree_map::Range<'_, Key, Waiter> {
@@ -103,7 +114,7 @@ impl Waiters {
 
     /// Waiters a newcomer of rank `rank` queues behind (same or higher priority).
     pub(crate) fn ahead_of(&self, rank: u8) -> u64 {
-        self.map.range(..=(rank, u64::MAX)).count() as u64
+        self.bands.range(..=rank).map(|(_, n)| n).sum()
     }
 
     /// Oldest enqueue time (the queue's standing delay).
@@ -146,5 +157,22 @@ mod tests {
         q.remove(&hi2);
         assert_eq!(q.next(Order::Fifo), Some(low1));
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn counts_waiters_of_equal_or_higher_priority_ahead() {
+        let mut q = Waiters::default();
+        let low = q.push(200, w());
+        let hi = q.push(10, w());
+        q.push(128, w());
+        assert_eq!(
+            (q.ahead_of(10), q.ahead_of(128), q.ahead_of(255)),
+            (1, 2, 3)
+        );
+        q.remove(&hi);
+        q.remove(&low);
+        // Removing twice changes nothing.
+        q.remove(&low);
+        assert_eq!((q.ahead_of(128), q.ahead_of(255)), (1, 1));
     }
 }
