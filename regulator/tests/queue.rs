@@ -19,6 +19,20 @@ async fn settle() {
 mod common;
 use common::*;
 
+/// `n` asks left waiting in `q` (each polled once and not answered).
+fn waiting(
+    q: &regulator::Queue,
+    n: usize,
+) -> Vec<
+    std::pin::Pin<Box<impl Future<Output = Result<regulator::Permit, regulator::Rejected>> + '_>>,
+> {
+    let mut waiters: Vec<_> = (0..n).map(|_| Box::pin(q.ask(Request::new()))).collect();
+    for w in &mut waiters {
+        assert!(w.as_mut().now_or_never().is_none());
+    }
+    waiters
+}
+
 /// Teaches a one-slot queue its service time (one job of `took`), then
 /// takes the slot: what is asked next has to wait.
 async fn busy_after_one_job(q: &regulator::Queue, took: Duration) -> regulator::Permit {
@@ -134,10 +148,7 @@ async fn deadline_sheds_at_enqueue_when_predicted_wait_exceeds_it() {
         ..QueueConfig::default()
     });
     let _hold = busy_after_one_job(&q, ms(100)).await;
-    let mut waiters: Vec<_> = (0..5).map(|_| Box::pin(q.ask(Request::new()))).collect();
-    for w in &mut waiters {
-        assert!(w.as_mut().now_or_never().is_none());
-    }
+    let _waiters = waiting(&q, 5);
     // 5 ahead x 100 ms = 500 ms predicted.
     let t = Instant::now();
     let r = q.ask(Request::new().timeout(ms(200))).await.unwrap_err();
@@ -173,10 +184,7 @@ async fn predicted_timeouts_are_refused_at_enqueue_when_enabled() {
         let _hold = busy_after_one_job(&q, ms(100)).await;
         // Predicted: a slot per waiter ahead plus the one it waits for. Up to
         // two ahead (300 ms) fits in max_wait: queued.
-        let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(q.ask(Request::new()))).collect();
-        for w in &mut waiters {
-            assert!(w.as_mut().now_or_never().is_none());
-        }
+        let _waiters = waiting(&q, 3);
         // Three ahead: 400 ms predicted > 350 ms.
         let t = Instant::now();
         let mut late = Box::pin(q.ask(Request::new()));
