@@ -102,6 +102,58 @@ async fn per_user_send_rate_answers_rate_limited() {
 }
 
 #[tokio::test]
+async fn overloaded_send_holds_the_connection_for_retry_after_and_loses_nothing() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_SIZE", "0"),
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__MIN_RETRY_AFTER_MS",
+            "600",
+        ),
+    ])
+    .await;
+    let mut held = Client::as_user(node.addr(), "eager").await;
+    let mut other = Client::as_user(node.addr(), "bystander").await;
+    held.ok(json!({"type":"join","room":"r"})).await;
+    held.ok(json!({"type":"send","room":"r","body":"1"})).await;
+    let e = held
+        .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
+        .await;
+    let refused = std::time::Instant::now();
+    assert!(e["retry_after_ms"].as_u64() >= Some(600), "{e}");
+    // The client was told to wait: what it sends meanwhile is read only
+    // when the wait is over, and then answered, in order.
+    held.send_text(json!({"type":"ping","ref":"a"}).to_string())
+        .await;
+    held.send_text(json!({"type":"ping","ref":"b"}).to_string())
+        .await;
+    // Other connections are not held.
+    other.ok(json!({"type":"ping"})).await;
+    assert!(
+        refused.elapsed() < Duration::from_millis(500),
+        "bystander waited"
+    );
+    let a = held.recv().await;
+    let b = held.recv().await;
+    assert_eq!(
+        (&a["type"], &a["ref"]),
+        (&json!("pong"), &json!("a")),
+        "{a}"
+    );
+    assert_eq!(
+        (&b["type"], &b["ref"]),
+        (&json!("pong"), &json!("b")),
+        "{b}"
+    );
+    assert!(
+        refused.elapsed() >= Duration::from_millis(500),
+        "answered {:?} after the refusal, inside its 600 ms hold",
+        refused.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn retune_by_admin_endpoint_takes_effect_without_dropping_connections() {
     let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
     let addr = node.addr();

@@ -143,6 +143,44 @@ fn write(
     })
 }
 
+/// Writes what was fed (boxed: see the module docs).
+fn write_out(ws: &mut WebSocket, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
+    Box::pin(async move {
+        match timeout(limit, ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    })
+}
+
+/// Most frames one wake-up answers before it writes: enough to batch a
+/// pipelined burst, few enough that deliveries, keepalive and drain never
+/// wait behind a client that sends without pause.
+const READ_BATCH: usize = 32;
+
+/// The longest a connection goes unread after `overloaded`, whatever
+/// `retry_after_ms` the queue advised.
+const MAX_HOLD: Duration = Duration::from_secs(5);
+
+/// Refusals fed to the socket but not yet written, with the instant their
+/// frame arrived: "frame in to refusal written" is the node's share of the
+/// "rejections answered at once" promise (docs/OVERLOAD.md).
+#[derive(Default)]
+struct Refusals(Vec<(&'static str, Instant)>);
+
+impl Refusals {
+    fn push(&mut self, kind: &'static str, received: Instant) {
+        self.0.push((kind, received));
+    }
+
+    /// Everything fed is written: time the refusals among it.
+    fn written(&mut self) {
+        for (kind, received) in self.0.drain(..) {
+            hot().refused(kind, received.elapsed());
+        }
+    }
+}
+
 /// How long to wait for the peer to answer our close frame; a client that
 /// stopped reading must not hold a drain or a task for long.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -191,8 +229,11 @@ async fn run(
     if *phase.borrow_and_update() != Phase::Running {
         return End::Close(CloseCode::RESTART, "node draining");
     }
-    // A refusal fed ahead of pending deliveries: timed once they are written.
-    let mut refusal: Option<(&'static str, Instant)> = None;
+    // Refusals fed but not yet written: timed once they are.
+    let mut refusals = Refusals::default();
+    // Set after `overloaded` to a send: no reading until it fires (boxed:
+    // only held connections pay for a timer).
+    let mut hold: Option<Pin<Box<Sleep>>> = None;
     loop {
         if outbox.overflowed() {
             return End::Close(
@@ -204,9 +245,7 @@ async fn run(
             if let Err(end) = flush(ws, outbox, &gw.delivery_lag, gw.cfg.write_timeout).await {
                 return end;
             }
-            if let Some((kind, received)) = refusal.take() {
-                hot().refused(kind, received.elapsed());
-            }
+            refusals.written();
             continue;
         }
         if session.user().is_some() {
@@ -229,7 +268,8 @@ async fn run(
             }
             () = outbox.wait() => {}
             Ok(()) = ping.changed() => {
-                if !heard {
+                // A held connection is not read, so silence proves nothing.
+                if !heard && hold.is_none() {
                     return End::Gone;
                 }
                 heard = false;
@@ -242,38 +282,60 @@ async fn run(
             () = async { login_deadline.as_mut().expect("guarded").await }, if login_deadline.is_some() => {
                 return End::Close(CloseCode::POLICY, "login timeout");
             }
-            msg = ws.next() => {
+            () = async { hold.as_mut().expect("guarded").await }, if hold.is_some() => {
+                hold = None;
+            }
+            msg = ws.next(), if hold.is_none() => {
                 heard = true;
-                let received = Instant::now();
-                let reply = match msg {
-                    None => return End::Gone,
-                    Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
-                    Some(Err(_)) => return End::Gone,
-                    Some(Ok(Message::Text(t))) => on_text(session, t.as_str(), gw, deliver).await,
-                    Some(Ok(Message::Binary(_))) => {
-                        Reply::from(error_reply(None, &Failure::bad_request("frames are JSON text messages, not binary")))
+                let mut msg = msg;
+                let mut answered = 0;
+                let mut hold_for = Duration::ZERO;
+                loop {
+                    let received = Instant::now();
+                    let reply = match msg {
+                        None => return End::Gone,
+                        Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
+                        Some(Err(_)) => return End::Gone,
+                        Some(Ok(Message::Text(t))) => Some(on_text(session, t.as_str(), gw, deliver).await),
+                        Some(Ok(Message::Binary(_))) => Some(Reply::from(error_reply(
+                            None,
+                            &Failure::bad_request("frames are JSON text messages, not binary"),
+                        ))),
+                        Some(Ok(Message::Close(_))) => return End::Gone,
+                        // tungstenite answers pings itself.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+                    };
+                    if let Some(reply) = reply {
+                        if feed(ws, reply.frame, gw.cfg.write_timeout).await.is_err() {
+                            return End::Gone;
+                        }
+                        if let Some(kind) = reply.refused {
+                            refusals.push(kind, received);
+                        }
+                        hold_for = hold_for.max(reply.hold.unwrap_or_default());
                     }
-                    Some(Ok(Message::Close(_))) => return End::Gone,
-                    // tungstenite answers pings itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                };
+                    answered += 1;
+                    if answered == READ_BATCH {
+                        break;
+                    }
+                    // Frames the client pipelined are already read: answer
+                    // them in the same write. Under overload a write per
+                    // reply was most of what a refusal cost.
+                    match ws.next().now_or_never() {
+                        Some(next) => msg = next,
+                        None => break,
+                    }
+                }
+                if !hold_for.is_zero() {
+                    hold = Some(Box::pin(sleep(hold_for.min(MAX_HOLD))));
+                }
+                // With deliveries waiting, the replies lead their batch at
+                // the top of the loop: one write for all.
                 if outbox.is_empty() {
-                    if send(ws, reply.frame, gw.cfg.write_timeout).await.is_err() {
+                    if write_out(ws, gw.cfg.write_timeout).await.is_err() {
                         return End::Gone;
                     }
-                    // Frame in to refusal written: the node's share of the
-                    // "rejections answered at once" promise (docs/OVERLOAD.md).
-                    if let Some(kind) = reply.refused {
-                        hot().refused(kind, received.elapsed());
-                    }
-                } else {
-                    // Deliveries are waiting: the reply leads their batch at
-                    // the top of the loop, one write for all. Under load a
-                    // write per reply was most of what a refusal cost.
-                    if feed(ws, reply.frame, gw.cfg.write_timeout).await.is_err() {
-                        return End::Gone;
-                    }
-                    refusal = reply.refused.map(|kind| (kind, received));
+                    refusals.written();
                 }
             }
         }

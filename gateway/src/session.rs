@@ -5,7 +5,7 @@
 //! room naming) and unit tested here; [`Session::handle`] runs the plan
 //! against a [`Bus`] and turns the outcome into reply bytes.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use dialtone_proto::{
@@ -260,9 +260,13 @@ impl Session {
                 Reply::from(bytes)
             }
             Err(f) => Reply {
-                frame: error_reply(r#ref.as_ref(), &f),
                 refused: matches!(f.code, ErrorCode::Overloaded | ErrorCode::RateLimited)
                     .then_some(kind),
+                hold: match (f.code, kind, f.retry_after_ms) {
+                    (ErrorCode::Overloaded, "send", Some(ms)) => Some(Duration::from_millis(ms)),
+                    _ => None,
+                },
+                frame: error_reply(r#ref.as_ref(), &f),
             },
         }
     }
@@ -378,6 +382,11 @@ pub struct Reply {
     /// The frame's type when it was refused for load (`overloaded` or
     /// `rate_limited`): the connection times how long the refusal took.
     pub refused: Option<&'static str>,
+    /// After `overloaded` to a `send`: how long the connection reads nothing
+    /// more (PROTOCOL.md). The client was told to wait that long, and a
+    /// refusal per frame would cost the node a third of the send it saves;
+    /// frames that arrive meanwhile are read and answered in one batch.
+    pub hold: Option<Duration>,
 }
 
 impl From<Bytes> for Reply {
@@ -385,6 +394,7 @@ impl From<Bytes> for Reply {
         Reply {
             frame,
             refused: None,
+            hold: None,
         }
     }
 }
