@@ -346,8 +346,10 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 rate_per_sec: Some(20_000.0),
                 burst: 2000,
                 modifiers: vec![send_backpressure()],
-                // The modifier's window: shed senders come back once it can have cleared.
-                min_retry_after_ms: 250,
+                // The gateway holds a refused sender's connection unread for
+                // this long (README): a second of reads saved per refusal,
+                // which measured best at 2x-10x overload (docs/OVERLOAD.md).
+                min_retry_after_ms: 1000,
                 max_concurrency: Some(4096),
                 max_size: 1024,
                 max_wait_ms: 100,

@@ -7,7 +7,9 @@ use std::{io::Write, time::Duration};
 
 use common::*;
 use dialtone::{Config, Node};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn regulator_state(addr: std::net::SocketAddr) -> Value {
     let (s, _, body) = http_get(addr, "/admin/regulator", Some("adm")).await;
@@ -284,4 +286,47 @@ async fn connect_queue_refuses_upgrades_with_503_and_retry_after() {
         }
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test]
+async fn a_reply_is_not_held_back_by_a_pipelined_request_that_waits_in_a_queue() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "2"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__SHED_PREDICTED_TIMEOUTS",
+            "false",
+        ),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__DISCIPLINE", "fifo"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_WAIT_MS", "5000"),
+    ])
+    .await;
+    let mut c = Client::as_user(node.addr(), "patient").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"spends the burst"}))
+        .await;
+    // One write: a ping, then a send that waits ~500 ms for a token.
+    c.ws.feed(Message::text(json!({"type":"ping","ref":"p"}).to_string()))
+        .await
+        .unwrap();
+    c.ws.feed(Message::text(
+        json!({"type":"send","room":"r","body":"waits","ref":"s"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    c.ws.flush().await.unwrap();
+    let pong = c.next_reply().await;
+    let ponged = std::time::Instant::now();
+    assert_eq!((&pong["type"], &pong["ref"]), (&json!("pong"), &json!("p")));
+    let ok = c.next_reply().await;
+    assert_eq!(
+        (&ok["type"], &ok["ref"]),
+        (&json!("ok"), &json!("s")),
+        "{ok}"
+    );
+    assert!(
+        ponged.elapsed() >= Duration::from_millis(200),
+        "the pong waited for the queued send: only {:?} between them",
+        ponged.elapsed()
+    );
 }

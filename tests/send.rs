@@ -220,13 +220,7 @@ async fn pipelined_requests_written_at_once_each_get_one_reply_in_order() {
     c.ws.flush().await.unwrap();
     let mut seq = 0;
     for i in 0..n {
-        let v = loop {
-            let v = c.recv().await;
-            // Pushes (messages, presence) carry no ref.
-            if v.get("ref").is_some() {
-                break v;
-            }
-        };
+        let v = c.next_reply().await;
         assert_eq!(v["ref"], i, "reply out of order: {v}");
         match i % 3 {
             0 => {

@@ -296,7 +296,23 @@ async fn run(
                         None => return End::Gone,
                         Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
                         Some(Err(_)) => return End::Gone,
-                        Some(Ok(Message::Text(t))) => Some(on_text(session, t.as_str(), gw, deliver).await),
+                        Some(Ok(Message::Text(t))) => {
+                            let mut handling = on_text(session, t.as_str(), gw, deliver);
+                            match (&mut handling).now_or_never() {
+                                Some(reply) => Some(reply),
+                                None => {
+                                    // This one waits (a queue, a hash, the
+                                    // store): the replies before it go first.
+                                    if answered > 0 {
+                                        if write_out(ws, gw.cfg.write_timeout).await.is_err() {
+                                            return End::Gone;
+                                        }
+                                        refusals.written();
+                                    }
+                                    Some(handling.await)
+                                }
+                            }
+                        }
                         Some(Ok(Message::Binary(_))) => Some(Reply::from(error_reply(
                             None,
                             &Failure::bad_request("frames are JSON text messages, not binary"),

@@ -129,6 +129,18 @@ impl Client {
         }
     }
 
+    /// The next reply to a request (a frame with a `ref`); pushes (messages,
+    /// presence) before it are kept in `pushed`.
+    pub async fn next_reply(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v.get("ref").is_some() {
+                return v;
+            }
+            self.pushed.push(v);
+        }
+    }
+
     /// Sends `frame` with a fresh `ref` and returns the reply with that ref;
     /// frames without it are kept in `pushed`.
     pub async fn request(&mut self, mut frame: Value) -> Value {
