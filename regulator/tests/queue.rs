@@ -206,6 +206,31 @@ async fn predicted_timeouts_are_refused_at_enqueue_when_enabled() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_predicted_wait_must_fit_with_an_eighth_to_spare() {
+    // One job busy for 100 ms and two waiting: a newcomer's predicted wait
+    // is 300 ms, which needs 337.5 ms of max_wait to be queued.
+    for (max_wait, queued) in [(330, false), (340, true)] {
+        let (_r, q) = one(QueueConfig {
+            max_concurrency: Some(1),
+            max_size: 100,
+            max_wait_ms: max_wait,
+            shed_predicted_timeouts: true,
+            ..QueueConfig::default()
+        });
+        let _hold = busy_after_one_job(&q, ms(100)).await;
+        let _waiters = waiting(&q, 2);
+        let mut newcomer = Box::pin(q.ask(Request::new()));
+        match newcomer.as_mut().now_or_never() {
+            None => assert!(queued, "max_wait {max_wait}: should be refused"),
+            Some(r) => {
+                assert!(!queued, "max_wait {max_wait}: should be queued");
+                assert_eq!(r.unwrap_err().reason, Reason::PredictedTimeout);
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn fifo_and_lifo_serve_in_their_order() {
     for (discipline, expect) in [(Discipline::Fifo, [0, 1, 2]), (Discipline::Lifo, [2, 1, 0])] {
         let (_r, q) = one(QueueConfig {
