@@ -37,7 +37,20 @@ pub struct ModifierState {
     /// The value at the tracking's last cut, while above target.
     #[serde(skip)]
     cut_at: Option<f64>,
+    /// Admitted throughput of the last ticks (a ring), newest at
+    /// `ticks % RECENT`.
+    #[serde(skip)]
+    recent: [f64; RECENT],
+    #[serde(skip)]
+    ticks: usize,
 }
+
+/// Ticks of admitted throughput a cut looks back over (a second at the
+/// default 250 ms tick). Cutting from one tick's figure collapsed the limit
+/// when that tick was a stall: a starved node admitted almost nothing for
+/// 250 ms, the lag spiked, and the rate fell from 7,000/s to `min_factor`
+/// (200/s), from where growing back took 18 s (docs/OVERLOAD.md).
+const RECENT: usize = 4;
 
 impl ModifierState {
     pub(crate) fn new() -> Self {
@@ -50,7 +63,8 @@ impl ModifierState {
 
     /// Feeds one sample taken at `now`; `throughput` is what the queue
     /// admitted since the last sample as a share of its configured rate
-    /// (`None` without a rate). Returns the factor in force.
+    /// (`None` without a rate). A cut starts from the best of the last
+    /// [`RECENT`] ticks. Returns the factor in force.
     pub(crate) fn update(
         &mut self,
         cfg: &ModifierConfig,
@@ -58,8 +72,18 @@ impl ModifierState {
         now: Nanos,
         throughput: Option<f64>,
     ) -> f64 {
+        if let Some(tp) = throughput {
+            self.recent[self.ticks % RECENT] = tp;
+            self.ticks += 1;
+        }
         if let Some(t) = &cfg.track {
-            (self.tracked, self.cut_at) = track(t, self.tracked, self.cut_at, value, throughput);
+            let peak = (self.ticks > 0).then(|| {
+                self.recent[..self.ticks.min(RECENT)]
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max)
+            });
+            (self.tracked, self.cut_at) = track(t, self.tracked, self.cut_at, value, peak);
         }
         let stepped = self.steps(cfg, value, now);
         self.value = value;
@@ -190,6 +214,18 @@ mod tests {
             m.update(&cfg, None, 0, None);
         }
         assert!(close(m.factor, 1.0), "{}", m.factor);
+    }
+
+    #[test]
+    fn a_stalled_tick_does_not_collapse_the_limit() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        for _ in 0..3 {
+            m.update(&cfg, Some(40.0), 0, Some(0.35));
+        }
+        // A tick in which almost nothing was admitted, with a lag spike:
+        // the cut starts from the second's best, 0.35, not from 0.01.
+        assert!(close(m.update(&cfg, Some(900.0), 0, Some(0.01)), 0.28));
     }
 
     #[test]
