@@ -49,6 +49,14 @@ use crate::{
     telemetry::{self, hot},
 };
 
+/// What the connection's one timer is for.
+enum Timer {
+    /// Not logged in yet: close with 1008 when it fires.
+    Login,
+    /// Held unread after `overloaded` to a send: read again when it fires.
+    Hold,
+}
+
 /// How a connection ends.
 enum End {
     /// Send this close code, then drop.
@@ -221,19 +229,18 @@ async fn run(
     let mut ping = gw.keepalive.subscribe();
     // Anything heard from the peer since the last keepalive tick.
     let mut heard = true;
-    // Boxed: only connections that have not logged in pay for a timer.
-    let mut login_deadline: Option<Pin<Box<Sleep>>> = session
+    // The login deadline, or the end of a hold. One timer, boxed: an idle
+    // logged-in connection (the common case) pays for none, and each
+    // select! branch makes every connection's task bigger.
+    let mut timer: Option<(Timer, Pin<Box<Sleep>>)> = session
         .user()
         .is_none()
-        .then(|| Box::pin(sleep(gw.cfg.login_timeout)));
+        .then(|| (Timer::Login, Box::pin(sleep(gw.cfg.login_timeout))));
     if *phase.borrow_and_update() != Phase::Running {
         return End::Close(CloseCode::RESTART, "node draining");
     }
     // Refusals fed but not yet written: timed once they are.
     let mut refusals = Refusals::default();
-    // Set after `overloaded` to a send: no reading until it fires (boxed:
-    // only held connections pay for a timer).
-    let mut hold: Option<Pin<Box<Sleep>>> = None;
     loop {
         if outbox.overflowed() {
             return End::Close(
@@ -248,9 +255,10 @@ async fn run(
             refusals.written();
             continue;
         }
-        if session.user().is_some() {
-            login_deadline = None;
+        if session.user().is_some() && matches!(timer, Some((Timer::Login, _))) {
+            timer = None;
         }
+        let held = matches!(timer, Some((Timer::Hold, _)));
         tokio::select! {
             biased;
             changed = phase.changed() => {
@@ -269,7 +277,7 @@ async fn run(
             () = outbox.wait() => {}
             Ok(()) = ping.changed() => {
                 // A held connection is not read, so silence proves nothing.
-                if !heard && hold.is_none() {
+                if !heard && !held {
                     return End::Gone;
                 }
                 heard = false;
@@ -279,83 +287,107 @@ async fn run(
                     return End::Gone;
                 }
             }
-            () = async { login_deadline.as_mut().expect("guarded").await }, if login_deadline.is_some() => {
-                return End::Close(CloseCode::POLICY, "login timeout");
+            () = async { timer.as_mut().expect("guarded").1.as_mut().await }, if timer.is_some() => {
+                if let Some((Timer::Login, _)) = timer.take() {
+                    return End::Close(CloseCode::POLICY, "login timeout");
+                }
             }
-            () = async { hold.as_mut().expect("guarded").await }, if hold.is_some() => {
-                hold = None;
-            }
-            msg = ws.next(), if hold.is_none() => {
+            msg = ws.next(), if !held => {
                 heard = true;
-                let mut msg = msg;
-                let mut answered = 0;
-                let mut hold_for = Duration::ZERO;
-                loop {
-                    let received = Instant::now();
-                    let reply = match msg {
-                        None => return End::Gone,
-                        Some(Err(e)) if is_too_big(&e) => return End::Close(CloseCode::TOO_BIG, "message too big"),
-                        Some(Err(_)) => return End::Gone,
-                        Some(Ok(Message::Text(t))) => {
-                            let mut handling = on_text(session, t.as_str(), gw, deliver);
-                            match (&mut handling).now_or_never() {
-                                Some(reply) => Some(reply),
-                                None => {
-                                    // This one waits (a queue, a hash, the
-                                    // store): the replies before it go first.
-                                    if answered > 0 {
-                                        if write_out(ws, gw.cfg.write_timeout).await.is_err() {
-                                            return End::Gone;
-                                        }
-                                        refusals.written();
-                                    }
-                                    Some(handling.await)
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Binary(_))) => Some(Reply::from(error_reply(
-                            None,
-                            &Failure::bad_request("frames are JSON text messages, not binary"),
-                        ))),
-                        Some(Ok(Message::Close(_))) => return End::Gone,
-                        // tungstenite answers pings itself.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
-                    };
-                    if let Some(reply) = reply {
-                        if feed(ws, reply.frame, gw.cfg.write_timeout).await.is_err() {
-                            return End::Gone;
-                        }
-                        if let Some(kind) = reply.refused {
-                            refusals.push(kind, received);
-                        }
-                        hold_for = hold_for.max(reply.hold.unwrap_or_default());
+                match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
+                    Ok(hold_for) if !hold_for.is_zero() => {
+                        timer = Some((Timer::Hold, Box::pin(sleep(hold_for.min(MAX_HOLD)))));
                     }
-                    answered += 1;
-                    if answered == READ_BATCH {
-                        break;
-                    }
-                    // Frames the client pipelined are already read: answer
-                    // them in the same write. Under overload a write per
-                    // reply was most of what a refusal cost.
-                    match ws.next().now_or_never() {
-                        Some(next) => msg = next,
-                        None => break,
-                    }
-                }
-                if !hold_for.is_zero() {
-                    hold = Some(Box::pin(sleep(hold_for.min(MAX_HOLD))));
-                }
-                // With deliveries waiting, the replies lead their batch at
-                // the top of the loop: one write for all.
-                if outbox.is_empty() {
-                    if write_out(ws, gw.cfg.write_timeout).await.is_err() {
-                        return End::Gone;
-                    }
-                    refusals.written();
+                    Ok(_) => {}
+                    Err(end) => return end,
                 }
             }
         }
     }
+}
+
+/// A frame as the socket yields it.
+type Incoming = Option<Result<Message, WsError>>;
+
+/// Answers `first` and the frames already received after it (up to
+/// [`READ_BATCH`]), and writes the replies unless deliveries are waiting
+/// (the top of `run`'s loop writes both). Returns how long to leave the
+/// connection unread after an `overloaded` send. Boxed (see the module docs).
+fn answer<'a>(
+    ws: &'a mut WebSocket,
+    session: &'a mut Session,
+    gw: &'a Gateway,
+    deliver: &'a Arc<dyn Deliver>,
+    outbox: &'a Outbox,
+    refusals: &'a mut Refusals,
+    first: Incoming,
+) -> BoxFuture<'a, Result<Duration, End>> {
+    Box::pin(async move {
+        let mut msg = first;
+        let mut answered = 0;
+        let mut hold_for = Duration::ZERO;
+        loop {
+            let received = Instant::now();
+            let reply = match msg {
+                None => return Err(End::Gone),
+                Some(Err(e)) if is_too_big(&e) => {
+                    return Err(End::Close(CloseCode::TOO_BIG, "message too big"));
+                }
+                Some(Err(_)) => return Err(End::Gone),
+                Some(Ok(Message::Text(t))) => {
+                    let mut handling = on_text(session, t.as_str(), gw, deliver);
+                    match (&mut handling).now_or_never() {
+                        Some(reply) => Some(reply),
+                        None => {
+                            // This one waits (a queue, a hash, the store):
+                            // the replies before it go first.
+                            if answered > 0 {
+                                write_out(ws, gw.cfg.write_timeout)
+                                    .await
+                                    .map_err(|()| End::Gone)?;
+                                refusals.written();
+                            }
+                            Some(handling.await)
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => Some(Reply::from(error_reply(
+                    None,
+                    &Failure::bad_request("frames are JSON text messages, not binary"),
+                ))),
+                Some(Ok(Message::Close(_))) => return Err(End::Gone),
+                // tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+            };
+            if let Some(reply) = reply {
+                feed(ws, reply.frame, gw.cfg.write_timeout)
+                    .await
+                    .map_err(|()| End::Gone)?;
+                if let Some(kind) = reply.refused {
+                    refusals.push(kind, received);
+                }
+                hold_for = hold_for.max(reply.hold.unwrap_or_default());
+            }
+            answered += 1;
+            if answered == READ_BATCH {
+                break;
+            }
+            // Frames the client pipelined are already read: answer them in
+            // the same write. Under overload a write per reply was most of
+            // what a refusal cost.
+            match ws.next().now_or_never() {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        if outbox.is_empty() {
+            write_out(ws, gw.cfg.write_timeout)
+                .await
+                .map_err(|()| End::Gone)?;
+            refusals.written();
+        }
+        Ok(hold_for)
+    })
 }
 
 /// Handles a text frame; a panic in the session logic answers `internal`
