@@ -229,6 +229,10 @@ impl Shared {
                 self.probe_answered.notify_one();
             }
             let lat = self.run.now_us().saturating_sub(sched);
+            // How long a refusal took to arrive, from the send's schedule:
+            // the "rejections answered at once" side of overload.
+            self.run
+                .record_other("send_refused", Duration::from_micros(lat));
             let _ = self.acks.send(Ack {
                 latency: Duration::from_micros(lat),
                 error: Some(code),
@@ -480,6 +484,7 @@ mod tests {
         );
         assert_eq!(lock(&s.run.errors_by_code).get("overloaded"), Some(&1));
         assert_eq!(s.run.others()["retry_after"].len(), 1);
+        assert_eq!(s.run.others()["send_refused"].len(), 1);
     }
 
     #[test]

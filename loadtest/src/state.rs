@@ -88,7 +88,7 @@ pub struct RunState {
     /// Send-to-ok latency, µs.
     pub send_ok: Sharded,
     /// Other latencies by name (`connect`, `login`, `register`, `join`,
-    /// `history`, `reconnect`, `retry_after`), µs.
+    /// `history`, `reconnect`, `retry_after`, `send_refused`), µs.
     others: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
     /// Error replies by code (sends and requests).
     pub errors_by_code: Mutex<BTreeMap<String, u64>>,

@@ -115,7 +115,8 @@ pub struct Summary {
     pub send_ok: LatencySummary,
     /// Send-to-delivery latency.
     pub delivery: LatencySummary,
-    /// Other latencies: connect, register, login, join, history, reconnect.
+    /// Other latencies: connect, register, login, join, history, reconnect,
+    /// and `send_refused` (schedule to an error reply to a send).
     pub latencies: BTreeMap<String, LatencySummary>,
     /// Error replies by code.
     pub errors_by_code: BTreeMap<String, u64>,
