@@ -383,7 +383,7 @@ pub struct Reply {
     /// `rate_limited`): the connection times how long the refusal took.
     pub refused: Option<&'static str>,
     /// After `overloaded` to a `send`: how long the connection reads nothing
-    /// more (PROTOCOL.md). The client was told to wait that long, and a
+    /// more (README, additions to PROTOCOL.md). The client was told to wait that long, and a
     /// refusal per frame would cost the node a third of the send it saves;
     /// frames that arrive meanwhile are read and answered in one batch.
     pub hold: Option<Duration>,
