@@ -33,6 +33,9 @@ pub struct GatewaySection {
     pub ping_interval_ms: u64,
     pub read_buffer_bytes: usize,
     pub backlog: u32,
+    /// Longest a connection goes unread after `overloaded` to a send; 0
+    /// answers every frame as it comes (README, "Overload, as a client sees it").
+    pub max_hold_ms: u64,
 }
 
 impl Default for GatewaySection {
@@ -47,6 +50,7 @@ impl Default for GatewaySection {
             ping_interval_ms: 30_000,
             read_buffer_bytes: 256,
             backlog: 8192,
+            max_hold_ms: 5000,
         }
     }
 }

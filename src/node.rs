@@ -112,6 +112,7 @@ fn gateway_config(cfg: &Config) -> GatewayConfig {
         ping_interval: Duration::from_millis(cfg.gateway.ping_interval_ms),
         read_buffer_bytes: cfg.gateway.read_buffer_bytes,
         backlog: cfg.gateway.backlog,
+        max_hold: Duration::from_millis(cfg.gateway.max_hold_ms),
         admin_token: cfg.admin.token.clone(),
         fault_injection: cfg.admin.fault_injection,
     }

@@ -29,6 +29,9 @@ pub struct GatewayConfig {
     pub read_buffer_bytes: usize,
     /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
     pub backlog: u32,
+    /// Longest a connection goes unread after `overloaded` to a send (it was
+    /// told to wait `retry_after_ms`). Zero: never held.
+    pub max_hold: Duration,
     /// Bearer token for `/admin/*`; `None` hides them (404).
     pub admin_token: Option<String>,
     /// Lets `/admin/fault` make workers panic (drills); off by default.

@@ -166,10 +166,6 @@ fn write_out(ws: &mut WebSocket, limit: Duration) -> BoxFuture<'_, Result<(), ()
 /// wait behind a client that sends without pause.
 const READ_BATCH: usize = 32;
 
-/// The longest a connection goes unread after `overloaded`, whatever
-/// `retry_after_ms` the queue advised.
-const MAX_HOLD: Duration = Duration::from_secs(5);
-
 /// Refusals fed to the socket but not yet written, with the instant their
 /// frame arrived: "frame in to refusal written" is the node's share of the
 /// "rejections answered at once" promise (docs/OVERLOAD.md).
@@ -295,8 +291,8 @@ async fn run(
             msg = ws.next(), if !held => {
                 heard = true;
                 match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
-                    Ok(hold_for) if !hold_for.is_zero() => {
-                        timer = Some((Timer::Hold, Box::pin(sleep(hold_for.min(MAX_HOLD)))));
+                    Ok(hold_for) if !hold_for.is_zero() && !gw.cfg.max_hold.is_zero() => {
+                        timer = Some((Timer::Hold, Box::pin(sleep(hold_for.min(gw.cfg.max_hold)))));
                     }
                     Ok(_) => {}
                     Err(end) => return end,
