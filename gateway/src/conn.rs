@@ -100,7 +100,7 @@ pub fn serve(
         if let Some(user) = user
             && let Err(f) = Box::pin(session.adopt(user, gw.bus.as_ref(), &deliver)).await
         {
-            let _ = send(&mut ws, error_reply(None, &f), gw.cfg.write_timeout).await;
+            let _ = within(gw.cfg.write_timeout, ws.send(text(error_reply(None, &f)))).await;
             finish(
                 &mut ws,
                 CloseCode::INTERNAL,
@@ -122,39 +122,14 @@ pub fn serve(
     }
 }
 
-/// Sends one frame and flushes (boxed: see the module docs).
-fn send(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
-    write(ws, frame, limit, true)
-}
-
-/// Queues one frame for the next flush without writing it.
-fn feed(ws: &mut WebSocket, frame: Bytes, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
-    write(ws, frame, limit, false)
-}
-
-fn write(
-    ws: &mut WebSocket,
-    frame: Bytes,
+/// Runs one socket operation (a send, a feed, a flush), failed after
+/// `limit`: the peer may have stopped reading. Boxed: see the module docs.
+fn within<'a>(
     limit: Duration,
-    flush: bool,
-) -> BoxFuture<'_, Result<(), ()>> {
+    op: impl Future<Output = Result<(), WsError>> + Send + 'a,
+) -> BoxFuture<'a, Result<(), ()>> {
     Box::pin(async move {
-        let done = if flush {
-            timeout(limit, ws.send(text(frame))).await
-        } else {
-            timeout(limit, ws.feed(text(frame))).await
-        };
-        match done {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    })
-}
-
-/// Writes what was fed (boxed: see the module docs).
-fn write_out(ws: &mut WebSocket, limit: Duration) -> BoxFuture<'_, Result<(), ()>> {
-    Box::pin(async move {
-        match timeout(limit, ws.flush()).await {
+        match timeout(limit, op).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }
@@ -265,7 +240,7 @@ async fn run(
                 if now == Phase::GoAway {
                     let retry = u64::try_from(gw.cfg.drain_retry_after.as_millis()).unwrap_or(u64::MAX);
                     hot().frame_out("goaway");
-                    if send(ws, server::goaway("node draining", retry), gw.cfg.write_timeout).await.is_err() {
+                    if within(gw.cfg.write_timeout, ws.send(text(server::goaway("node draining", retry)))).await.is_err() {
                         return End::Gone;
                     }
                 }
@@ -277,9 +252,7 @@ async fn run(
                     return End::Gone;
                 }
                 heard = false;
-                // Boxed: see the module docs.
-                let ping = Box::pin(timeout(gw.cfg.write_timeout, ws.send(Message::Ping(Bytes::new()))));
-                if ping.await.is_err() {
+                if within(gw.cfg.write_timeout, ws.send(Message::Ping(Bytes::new()))).await.is_err() {
                     return End::Gone;
                 }
             }
@@ -338,7 +311,7 @@ fn answer<'a>(
                             // This one waits (a queue, a hash, the store):
                             // the replies before it go first.
                             if answered > 0 {
-                                write_out(ws, gw.cfg.write_timeout)
+                                within(gw.cfg.write_timeout, ws.flush())
                                     .await
                                     .map_err(|()| End::Gone)?;
                                 refusals.written();
@@ -356,7 +329,7 @@ fn answer<'a>(
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
             };
             if let Some(reply) = reply {
-                feed(ws, reply.frame, gw.cfg.write_timeout)
+                within(gw.cfg.write_timeout, ws.feed(text(reply.frame)))
                     .await
                     .map_err(|()| End::Gone)?;
                 if let Some(kind) = reply.refused {
@@ -377,7 +350,7 @@ fn answer<'a>(
             }
         }
         if outbox.is_empty() {
-            write_out(ws, gw.cfg.write_timeout)
+            within(gw.cfg.write_timeout, ws.flush())
                 .await
                 .map_err(|()| End::Gone)?;
             refusals.written();
