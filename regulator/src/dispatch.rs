@@ -129,7 +129,9 @@ impl Shared {
         let mut st = self.lock();
         let mut latency = None;
         let mut factor = 1.0_f64;
-        let throughput = self.throughput(&mut st, now);
+        let admitted = self.stats.admitted.load(Ordering::Relaxed);
+        let rate = st.cfg.rate_per_sec;
+        let throughput = st.throughput.tick(now, admitted, rate);
         let State { cfg, mods, .. } = &mut *st;
         for (m, cfg) in mods.iter_mut().zip(&cfg.modifiers) {
             let value = if cfg.sampler == "latency" {
@@ -160,17 +162,6 @@ impl Shared {
             (conc != UNLIMITED).then_some(conc),
             st.cfg.rate_per_sec.map(|r| r * st.factor),
         );
-    }
-
-    /// Admissions per second since the last feedback tick, as a share of
-    /// the configured rate (`None` without a rate, or on the first tick).
-    fn throughput(&self, st: &mut State, now: Nanos) -> Option<f64> {
-        let admitted = self.stats.admitted.load(Ordering::Relaxed);
-        let last = st.last_tick.replace((now, admitted));
-        let rate = st.cfg.rate_per_sec?;
-        let (then, before) = last?;
-        let secs = now.saturating_sub(then) as f64 / 1e9;
-        (secs > 0.0).then(|| admitted.saturating_sub(before) as f64 / secs / rate)
     }
 
     /// Limits in force, active modifiers and counters.

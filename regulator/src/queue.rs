@@ -15,6 +15,7 @@ use crate::config::QueueConfig;
 use crate::feedback::adaptive::AdaptiveLimit;
 use crate::feedback::modifier::ModifierState;
 use crate::feedback::sampler::LatencySampler;
+use crate::feedback::throughput::Throughput;
 use crate::gcra::{Clock, Nanos};
 use crate::limits::{Block, GroupLink, Limits, UNLIMITED};
 use crate::pad::Padded;
@@ -49,8 +50,8 @@ pub(crate) struct State {
     pub(crate) factor: f64,
     pub(crate) mods: Vec<ModifierState>,
     pub(crate) adaptive: Option<AdaptiveLimit>,
-    /// Time and admitted count at the last feedback tick (throughput).
-    pub(crate) last_tick: Option<(Nanos, u64)>,
+    /// Admitted throughput over the last feedback ticks.
+    pub(crate) throughput: Throughput,
 }
 
 /// Everything one queue owns; shared by its handles, permits and timers.
@@ -94,7 +95,7 @@ impl Shared {
                 nonempty_since: None,
                 factor: 1.0,
                 mods: Vec::new(),
-                last_tick: None,
+                throughput: Throughput::default(),
                 adaptive: None,
             }),
         });

@@ -37,20 +37,7 @@ pub struct ModifierState {
     /// The value at the tracking's last cut, while above target.
     #[serde(skip)]
     cut_at: Option<f64>,
-    /// Admitted throughput of the last ticks (a ring), newest at
-    /// `ticks % RECENT`.
-    #[serde(skip)]
-    recent: [f64; RECENT],
-    #[serde(skip)]
-    ticks: usize,
 }
-
-/// Ticks of admitted throughput a cut looks back over (a second at the
-/// default 250 ms tick). Cutting from one tick's figure collapsed the limit
-/// when that tick was a stall: a starved node admitted almost nothing for
-/// 250 ms, the lag spiked, and the rate fell from 7,000/s to `min_factor`
-/// (200/s), from where growing back took 18 s (docs/OVERLOAD.md).
-const RECENT: usize = 4;
 
 impl ModifierState {
     pub(crate) fn new() -> Self {
@@ -61,10 +48,9 @@ impl ModifierState {
         }
     }
 
-    /// Feeds one sample taken at `now`; `throughput` is what the queue
-    /// admitted since the last sample as a share of its configured rate
-    /// (`None` without a rate). A cut starts from the best of the last
-    /// [`RECENT`] ticks. Returns the factor in force.
+    /// Feeds one sample taken at `now`; `throughput` is the queue's best
+    /// admitted rate of the last second, as a share of its configured rate
+    /// (`None` without a rate). Returns the factor in force.
     pub(crate) fn update(
         &mut self,
         cfg: &ModifierConfig,
@@ -72,18 +58,8 @@ impl ModifierState {
         now: Nanos,
         throughput: Option<f64>,
     ) -> f64 {
-        if let Some(tp) = throughput {
-            self.recent[self.ticks % RECENT] = tp;
-            self.ticks += 1;
-        }
         if let Some(t) = &cfg.track {
-            let peak = (self.ticks > 0).then(|| {
-                self.recent[..self.ticks.min(RECENT)]
-                    .iter()
-                    .copied()
-                    .fold(0.0, f64::max)
-            });
-            (self.tracked, self.cut_at) = track(t, self.tracked, self.cut_at, value, peak);
+            (self.tracked, self.cut_at) = track(t, self.tracked, self.cut_at, value, throughput);
         }
         let stepped = self.steps(cfg, value, now);
         self.value = value;
@@ -116,15 +92,15 @@ impl ModifierState {
     }
 }
 
-/// One tracking step: the next factor and the value at the last cut, from
-/// the current factor, the value at the last cut, the new value and the
-/// admitted throughput (share of the rate).
 /// How much worse than at the last cut the value must get before the next
 /// cut. Measured on a starved node: the lag rose 51 → 60 → 65 ms over the
 /// ticks after a cut while the backlog drained, and cutting on each took the
 /// rate from 1,000/s to 323/s (docs/OVERLOAD.md).
 const WORSE: f64 = 1.25;
 
+/// One tracking step: the next factor and the value at the last cut, from
+/// the current factor, the value at the last cut, the new value and the
+/// admitted throughput (share of the rate).
 fn track(
     t: &Track,
     factor: f64,
@@ -214,18 +190,6 @@ mod tests {
             m.update(&cfg, None, 0, None);
         }
         assert!(close(m.factor, 1.0), "{}", m.factor);
-    }
-
-    #[test]
-    fn a_stalled_tick_does_not_collapse_the_limit() {
-        let cfg = tracking();
-        let mut m = ModifierState::new();
-        for _ in 0..3 {
-            m.update(&cfg, Some(40.0), 0, Some(0.35));
-        }
-        // A tick in which almost nothing was admitted, with a lag spike:
-        // the cut starts from the second's best, 0.35, not from 0.01.
-        assert!(close(m.update(&cfg, Some(900.0), 0, Some(0.01)), 0.28));
     }
 
     #[test]
