@@ -7,9 +7,7 @@ use std::{io::Write, time::Duration};
 
 use common::*;
 use dialtone::{Config, Node};
-use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 async fn regulator_state(addr: std::net::SocketAddr) -> Value {
     let (s, _, body) = http_get(addr, "/admin/regulator", Some("adm")).await;
@@ -134,18 +132,8 @@ async fn pings_after_an_overloaded_send(max_hold_ms: &str) -> (Duration, Duratio
     other.ok(json!({"type":"ping"})).await;
     let bystander = refused.elapsed();
     // Nothing is lost, and the order holds.
-    let a = held.next_reply().await;
-    let b = held.next_reply().await;
-    assert_eq!(
-        (&a["type"], &a["ref"]),
-        (&json!("pong"), &json!("a")),
-        "{a}"
-    );
-    assert_eq!(
-        (&b["type"], &b["ref"]),
-        (&json!("pong"), &json!("b")),
-        "{b}"
-    );
+    held.reply_to(json!("a"), "pong").await;
+    held.reply_to(json!("b"), "pong").await;
     (refused.elapsed(), bystander)
 }
 
@@ -324,24 +312,14 @@ async fn a_reply_is_not_held_back_by_a_pipelined_request_that_waits_in_a_queue()
     c.ok(json!({"type":"send","room":"r","body":"spends the burst"}))
         .await;
     // One write: a ping, then a send that waits ~500 ms for a token.
-    c.ws.feed(Message::text(json!({"type":"ping","ref":"p"}).to_string()))
-        .await
-        .unwrap();
-    c.ws.feed(Message::text(
-        json!({"type":"send","room":"r","body":"waits","ref":"s"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    c.ws.flush().await.unwrap();
-    let pong = c.next_reply().await;
+    c.write_at_once([
+        json!({"type":"ping","ref":"p"}),
+        json!({"type":"send","room":"r","body":"waits","ref":"s"}),
+    ])
+    .await;
+    c.reply_to(json!("p"), "pong").await;
     let ponged = std::time::Instant::now();
-    assert_eq!((&pong["type"], &pong["ref"]), (&json!("pong"), &json!("p")));
-    let ok = c.next_reply().await;
-    assert_eq!(
-        (&ok["type"], &ok["ref"]),
-        (&json!("ok"), &json!("s")),
-        "{ok}"
-    );
+    c.reply_to(json!("s"), "ok").await;
     assert!(
         ponged.elapsed() >= Duration::from_millis(200),
         "the pong waited for the queued send: only {:?} between them",

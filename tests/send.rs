@@ -201,23 +201,18 @@ async fn rooms_do_not_leak_messages_to_non_members() {
 
 #[tokio::test]
 async fn pipelined_requests_written_at_once_each_get_one_reply_in_order() {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
     let node = start(&[]).await;
     let mut c = Client::as_user(node.addr(), "piper").await;
     c.ok(json!({"type":"join","room":"p"})).await;
     // 100 frames in one write: the node reads them in batches and answers
     // each batch in one write; none may be lost or reordered at the seams.
     let n = 100;
-    for i in 0..n {
-        let frame = match i % 3 {
-            0 => json!({"type":"send","room":"p","body": format!("m{i}"),"ref": i}),
-            1 => json!({"type":"ping","ref": i}),
-            _ => json!({"type":"join","room":"bad room","ref": i}),
-        };
-        c.ws.feed(Message::text(frame.to_string())).await.unwrap();
-    }
-    c.ws.flush().await.unwrap();
+    c.write_at_once((0..n).map(|i| match i % 3 {
+        0 => json!({"type":"send","room":"p","body": format!("m{i}"),"ref": i}),
+        1 => json!({"type":"ping","ref": i}),
+        _ => json!({"type":"join","room":"bad room","ref": i}),
+    }))
+    .await;
     let mut seq = 0;
     for i in 0..n {
         let v = c.next_reply().await;

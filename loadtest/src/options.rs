@@ -167,9 +167,10 @@ pub struct Options {
     pub request_timeout: Duration,
 
     /// Clients that honour `retry_after_ms` on sends: after a refused send a
-    /// user holds its sends for the advised time, then writes the ones that
-    /// fell due meanwhile together (their latency still counts from their
-    /// schedule). Without it the schedule is open loop and ignores refusals.
+    /// user holds its sends for the advised time, then sends one as a probe
+    /// and, once it is answered, the ones that fell due meanwhile (their
+    /// latency still counts from their schedule). Without it the schedule is
+    /// open loop and ignores refusals.
     #[arg(long)]
     pub honor_retry_after: bool,
 

@@ -141,6 +141,24 @@ impl Client {
         }
     }
 
+    /// The next reply, asserted to be of type `ty` and to answer `r#ref`.
+    pub async fn reply_to(&mut self, r#ref: Value, ty: &str) -> Value {
+        let v = self.next_reply().await;
+        assert_eq!((&v["type"], &v["ref"]), (&json!(ty), &r#ref), "{v}");
+        v
+    }
+
+    /// Writes `frames` in one write (pipelined), without waiting for replies.
+    pub async fn write_at_once(&mut self, frames: impl IntoIterator<Item = Value>) {
+        for f in frames {
+            self.ws
+                .feed(Message::text(f.to_string()))
+                .await
+                .expect("feed");
+        }
+        self.ws.flush().await.expect("flush");
+    }
+
     /// Sends `frame` with a fresh `ref` and returns the reply with that ref;
     /// frames without it are kept in `pushed`.
     pub async fn request(&mut self, mut frame: Value) -> Value {
