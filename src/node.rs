@@ -160,7 +160,7 @@ fn samplers_spec(regulator: Regulator, gateway: &Gateway) -> ChildSpec {
         Box::pin(async move {
             let feedback = regulator.spawn_feedback(Duration::from_millis(250));
             ctx.cancelled().await;
-            feedback.abort();
+            drop(feedback);
             Ok(())
         })
     })

@@ -66,7 +66,7 @@ pub use feedback::sampler::{
 pub use layer::{RegulatedError, RegulatorLayer, RegulatorService};
 pub use permit::Permit;
 pub use queue::Queue;
-pub use regulator::Regulator;
+pub use regulator::{FeedbackLoop, Regulator};
 pub use reject::{Reason, Rejected};
 pub use request::{Priority, Request, hash_key};
 pub use watch::WatchHandle;

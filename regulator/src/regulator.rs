@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -308,13 +309,19 @@ impl Regulator {
         }
     }
 
-    /// Starts the feedback loop on the current runtime: registers the `cpu`
-    /// and `sched_delay` samplers (unless already registered) and ticks every
-    /// `every`. The loop ends when the last `Regulator` clone is dropped.
+    /// Starts the feedback loop: registers the `cpu` and `sched_delay`
+    /// samplers (unless already registered; the probe runs on the current
+    /// runtime) and ticks every `every` on a thread of its own, until the
+    /// returned [`FeedbackLoop`] is dropped or the last `Regulator` clone is.
+    ///
+    /// A thread, not a task: an overloaded runtime is when the loop must
+    /// react, and as a task its ticks waited behind the very backlog they
+    /// were to cut (5 s apart on a starved node, docs/OVERLOAD.md). The OS
+    /// schedules the thread by itself.
     ///
     /// # Panics
-    /// Outside a tokio runtime.
-    pub fn spawn_feedback(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Outside a tokio runtime, or when the OS cannot start a thread.
+    pub fn spawn_feedback(&self, every: Duration) -> FeedbackLoop {
         {
             let mut s = self
                 .inner
@@ -329,15 +336,21 @@ impl Regulator {
             }
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                Regulator { inner }.feedback_tick();
-            }
-        })
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("regulator-feedback".into())
+            .spawn(move || {
+                // Ends on a stop (the sender dropped) or with the regulator.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(inner) = weak.upgrade() else { break };
+                    Regulator { inner }.feedback_tick();
+                }
+            })
+            .expect("start the regulator feedback thread");
+        FeedbackLoop {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// Watches a configuration file and reloads on change; see [`crate::watch`].
@@ -349,5 +362,23 @@ impl Regulator {
         P: Fn(&str) -> Result<RegulatorConfig, String> + Send + 'static,
     {
         crate::watch::watch(self.clone(), path, parse)
+    }
+}
+
+/// The running feedback loop of [`Regulator::spawn_feedback`]; dropping it
+/// stops the loop and waits for a tick in progress to end.
+#[derive(Debug)]
+pub struct FeedbackLoop {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FeedbackLoop {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            // A tick that panicked already said so on stderr.
+            let _ = t.join();
+        }
     }
 }

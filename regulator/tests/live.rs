@@ -256,8 +256,11 @@ async fn latency_modifier_is_fed_by_observe_latency() {
     assert_eq!(q.concurrency_limit(), Some(8));
 }
 
-#[tokio::test(start_paused = true)]
-async fn spawned_feedback_loop_ticks_on_its_own() {
+/// Real time, not the paused clock: the loop is an OS thread. The test
+/// blocks its runtime's only worker while it waits, as an overloaded node's
+/// backlog would; the limit must change anyway.
+#[tokio::test]
+async fn feedback_loop_ticks_on_its_own_thread_even_while_the_runtime_is_blocked() {
     let (r, q) = one(QueueConfig {
         max_concurrency: Some(8),
         modifiers: vec![ModifierConfig {
@@ -273,11 +276,21 @@ async fn spawned_feedback_loop_ticks_on_its_own() {
     });
     let load = Arc::new(ManualSampler::new());
     r.add_sampler("load", load.clone());
-    let task = r.spawn_feedback(ms(250));
+    let feedback = r.spawn_feedback(ms(50));
     load.set(2.0);
-    sleep(ms(300)).await;
+    // Blocking waits (no await): a tick on this runtime could never run.
+    let until = std::time::Instant::now() + ms(10_000);
+    while q.concurrency_limit() != Some(4) && std::time::Instant::now() < until {
+        std::thread::sleep(ms(5));
+    }
     assert_eq!(q.concurrency_limit(), Some(4));
-    task.abort();
+    // Dropped, the loop stops: the load clears but nothing restores the limit.
+    drop(feedback);
+    load.set(0.0);
+    std::thread::sleep(ms(300));
+    assert_eq!(q.concurrency_limit(), Some(4));
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(8));
 }
 
 #[tokio::test(start_paused = true)]

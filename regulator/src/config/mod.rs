@@ -160,8 +160,9 @@ impl Default for ModifierConfig {
 }
 
 /// A modifier that tracks a target: each tick the value is above `target`
-/// and a quarter worse than at the last cut (or there was none), the factor drops to `backoff` × the throughput the queue
-/// actually admitted (its best tick of the last second, as a share of its configured rate); each
+/// and a quarter worse than at the last cut (or there was none, or it was a
+/// second or more ago), the factor drops to `backoff` × the throughput the
+/// queue actually admitted (its best tick of the last second, as a share of its configured rate); each
 /// tick it is at or below, the factor grows by `increase` (× (1 + increase)),
 /// back up to 1. So the limit settles near what the downstream sustains, for
 /// any capacity, instead of at fixed fractions of a fixed ceiling.
