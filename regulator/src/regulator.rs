@@ -368,6 +368,7 @@ impl Regulator {
 /// The running feedback loop of [`Regulator::spawn_feedback`]; dropping it
 /// stops the loop and waits for a tick in progress to end.
 #[derive(Debug)]
+#[must_use = "dropping it stops the feedback loop at once"]
 pub struct FeedbackLoop {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
