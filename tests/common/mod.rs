@@ -132,9 +132,14 @@ impl Client {
     /// The next reply to a request (a frame with a `ref`); pushes (messages,
     /// presence) before it are kept in `pushed`.
     pub async fn next_reply(&mut self) -> Value {
+        self.recv_until(|v| v.get("ref").is_some()).await
+    }
+
+    /// The next frame that `wanted` accepts; those before it are kept in `pushed`.
+    async fn recv_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
         loop {
             let v = self.recv().await;
-            if v.get("ref").is_some() {
+            if wanted(&v) {
                 return v;
             }
             self.pushed.push(v);
@@ -166,13 +171,7 @@ impl Client {
         self.next_ref += 1;
         frame["ref"] = json!(r);
         self.send_text(frame.to_string()).await;
-        loop {
-            let v = self.recv().await;
-            if v.get("ref") == Some(&json!(r)) {
-                return v;
-            }
-            self.pushed.push(v);
-        }
+        self.recv_until(|v| v.get("ref") == Some(&json!(r))).await
     }
 
     /// Like [`Client::request`] but asserts an `ok` (or the given type).
@@ -207,13 +206,7 @@ impl Client {
         if let Some(i) = self.pushed.iter().position(|v| v["type"] == ty) {
             return self.pushed.remove(i);
         }
-        loop {
-            let v = self.recv().await;
-            if v["type"] == ty {
-                return v;
-            }
-            self.pushed.push(v);
-        }
+        self.recv_until(|v| v["type"] == ty).await
     }
 
     /// Reads until the server closes; returns the close code.
