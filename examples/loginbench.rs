@@ -137,26 +137,30 @@ fn reason_of(v: &Value) -> String {
 }
 
 /// The node's own refusal timings for `login` frames (frame in to refusal
-/// written, `dialtone_refusal_seconds`): cumulative count per bucket bound,
-/// from `/metrics` on the WebSocket listener's address.
-async fn node_refusals(url: &str) -> Option<Vec<(f64, u64)>> {
+/// written, `dialtone_refusal_seconds`), at the door and after a wait in the
+/// queue: cumulative count per bucket bound, from `/metrics` on the
+/// WebSocket listener's address.
+async fn node_refusals(url: &str) -> Option<[Vec<(f64, u64)>; 2]> {
     let host = url.strip_prefix("ws://")?.split('/').next()?;
     let addr = tokio::net::lookup_host(host).await.ok()?.next()?;
     let (_, _, body) = common::http_get(addr, "/metrics", None).await;
-    let prefix = r#"dialtone_refusal_seconds_bucket{type="login",le=""#;
-    Some(
-        body.lines()
-            .filter_map(|l| {
-                let (le, n) = l.strip_prefix(prefix)?.split_once("\"} ")?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                Some((le, n.trim().parse().ok()?))
-            })
-            .collect(),
-    )
+    Some([false, true].map(|waited| buckets(&body, waited)))
+}
+
+fn buckets(metrics: &str, waited: bool) -> Vec<(f64, u64)> {
+    let prefix = format!(r#"dialtone_refusal_seconds_bucket{{type="login",waited="{waited}",le=""#);
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let (le, n) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// From two scrapes: refusals in between, the share answered within 1 ms,
@@ -422,7 +426,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!(
-        "label\toffered/s\tsent\tok\tgoodput/s\tok<=1s/s\tok_p50_ms\tok_p99_ms\tok_max_ms\trejected\trej_p50_ms\trej_p99_ms\trej_p99_from_send_ms\tother_errors\tunanswered\tdispatch_late_max_ms\tloadavg_start\tloadavg_end\trejections_by_reason(count:p50/p99_ms)\tnode_refusals\tnode_refusals_le_1ms_pct\tnode_refusal_p99_bucket_ms"
+        "label\toffered/s\tsent\tok\tgoodput/s\tok<=1s/s\tok_p50_ms\tok_p99_ms\tok_max_ms\trejected\trej_p50_ms\trej_p99_ms\trej_p99_from_send_ms\tother_errors\tunanswered\tdispatch_late_max_ms\tloadavg_start\tloadavg_end\trejections_by_reason(count:p50/p99_ms)\tnode_refusals\tnode_refusals_le_1ms_pct\tnode_refusal_p99_bucket_ms\tnode_refusals_after_wait\tnode_refusal_after_wait_p99_bucket_ms"
     );
     let mut base = 0u64;
     for (k, &rate) in args.rates.iter().enumerate() {
@@ -434,10 +438,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Late replies of the previous step are dropped by the ref filter.
         let la0 = loadavg();
-        let scrape0 = node_refusals(&args.url).await.unwrap_or_default();
+        let [door0, waited0] = node_refusals(&args.url).await.unwrap_or_default();
         let (n, mut r) = step(&args, &conns, &mut reply_rx, base, rate).await;
-        let scrape1 = node_refusals(&args.url).await.unwrap_or_default();
-        let (node_refused, node_le_1ms, node_p99) = refusal_summary(&scrape0, &scrape1);
+        let [door1, waited1] = node_refusals(&args.url).await.unwrap_or_default();
+        let (node_refused, node_le_1ms, node_p99) = refusal_summary(&door0, &door1);
+        let (node_waited, _, node_waited_p99) = refusal_summary(&waited0, &waited1);
         base += n;
         let la1 = loadavg();
         for v in [
@@ -463,7 +468,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let other: Vec<String> = r.other.iter().map(|(c, n)| format!("{c}:{n}")).collect();
         println!(
-            "{}\t{:.0}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.2}\t{}\t{}\t{}\t{}\t{:.2}\t{}",
+            "{}\t{:.0}\t{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.2}\t{}\t{}\t{}\t{}\t{:.2}\t{}\t{}\t{}",
             args.label,
             rate,
             n,
@@ -490,6 +495,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             node_refused,
             node_le_1ms,
             node_p99,
+            node_waited,
+            node_waited_p99,
         );
     }
     Ok(())

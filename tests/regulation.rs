@@ -86,11 +86,14 @@ async fn per_user_send_rate_answers_rate_limited() {
     let (_, _, metrics) = http_get(node.addr(), "/metrics", None).await;
     let count = metrics
         .lines()
-        .find_map(|l| l.strip_prefix(r#"dialtone_refusal_seconds_count{type="send"} "#))
+        .find_map(|l| {
+            l.strip_prefix(r#"dialtone_refusal_seconds_count{type="send",waited="false"} "#)
+        })
         .and_then(|n| n.parse::<u64>().ok());
     assert!(count >= Some(1), "{metrics}");
     assert!(
-        metrics.contains(r#"dialtone_refusal_seconds_bucket{type="send",le="0.001"}"#),
+        metrics
+            .contains(r#"dialtone_refusal_seconds_bucket{type="send",waited="false",le="0.001"}"#),
         "{metrics}"
     );
     // Another user is not affected.
@@ -325,4 +328,61 @@ async fn a_reply_is_not_held_back_by_a_pipelined_request_that_waits_in_a_queue()
         "the pong waited for the queued send: only {:?} between them",
         ponged.elapsed()
     );
+}
+
+/// A sample of `series` (name with labels) on a `/metrics` page.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn refusals_after_a_queue_wait_are_timed_apart_from_refusals_at_the_door() {
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_SIZE", "1"),
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__SHED_PREDICTED_TIMEOUTS",
+            "false",
+        ),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__DISCIPLINE", "fifo"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_WAIT_MS", "500"),
+        ("DIALTONE_ADMIN__TOKEN", "adm"),
+    ])
+    .await;
+    let waited = r#"dialtone_refusal_seconds_sum{type="send",waited="true"}"#;
+    let door = r#"dialtone_refusal_seconds_count{type="send",waited="false"}"#;
+    let (_, _, before) = http_get(node.addr(), "/metrics", None).await;
+    let mut queued = Client::as_user(node.addr(), "queued").await;
+    let mut turned = Client::as_user(node.addr(), "turned").await;
+    queued.ok(json!({"type":"join","room":"r"})).await;
+    queued
+        .ok(json!({"type":"send","room":"r","body":"spends the burst"}))
+        .await;
+    queued
+        .send_text(json!({"type":"send","room":"r","body":"waits","ref":"w"}).to_string())
+        .await;
+    while regulator_state(node.addr()).await["queues"]["send"]["queue_length"] != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The queue's one place is taken: refused at the door.
+    turned.ok(json!({"type":"join","room":"r"})).await;
+    turned
+        .err(
+            json!({"type":"send","room":"r","body":"no room"}),
+            "overloaded",
+        )
+        .await;
+    // The waiter is refused when its `max_wait` is up.
+    let e = queued.reply_to(json!("w"), "error").await;
+    assert_eq!(e["code"], "overloaded", "{e}");
+    let (_, _, after) = http_get(node.addr(), "/metrics", None).await;
+    assert!(sample(&after, door) > sample(&before, door), "{after}");
+    // Only this test's waiter waits before a refusal of a send: its 500 ms
+    // land in the `waited` series, not in the door's.
+    let waited_for = sample(&after, waited) - sample(&before, waited);
+    assert!(waited_for >= 0.5, "waited {waited_for} s: {after}");
 }

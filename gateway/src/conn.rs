@@ -142,20 +142,21 @@ fn within<'a>(
 const READ_BATCH: usize = 32;
 
 /// Refusals fed to the socket but not yet written, with the instant their
-/// frame arrived: "frame in to refusal written" is the node's share of the
-/// "rejections answered at once" promise (docs/OVERLOAD.md).
+/// frame arrived and whether they queued first: "frame in to refusal
+/// written" at the door is the node's share of the "rejections answered at
+/// once" promise (docs/OVERLOAD.md); after a wait it is bounded by `max_wait`.
 #[derive(Default)]
-struct Refusals(Vec<(&'static str, Instant)>);
+struct Refusals(Vec<(&'static str, bool, Instant)>);
 
 impl Refusals {
-    fn push(&mut self, kind: &'static str, received: Instant) {
-        self.0.push((kind, received));
+    fn push(&mut self, kind: &'static str, waited: bool, received: Instant) {
+        self.0.push((kind, waited, received));
     }
 
     /// Everything fed is written: time the refusals among it.
     fn written(&mut self) {
-        for (kind, received) in self.0.drain(..) {
-            hot().refused(kind, received.elapsed());
+        for (kind, waited, received) in self.0.drain(..) {
+            hot().refused(kind, waited, received.elapsed());
         }
     }
 }
@@ -297,6 +298,7 @@ fn answer<'a>(
         let mut hold_for = Duration::ZERO;
         loop {
             let received = Instant::now();
+            let mut waited = false;
             let reply = match msg {
                 None => return Err(End::Gone),
                 Some(Err(e)) if is_too_big(&e) => {
@@ -316,6 +318,7 @@ fn answer<'a>(
                                     .map_err(|()| End::Gone)?;
                                 refusals.written();
                             }
+                            waited = true;
                             Some(handling.await)
                         }
                     }
@@ -333,7 +336,7 @@ fn answer<'a>(
                     .await
                     .map_err(|()| End::Gone)?;
                 if let Some(kind) = reply.refused {
-                    refusals.push(kind, received);
+                    refusals.push(kind, waited, received);
                 }
                 hold_for = hold_for.max(reply.hold.unwrap_or_default());
             }

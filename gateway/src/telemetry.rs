@@ -16,7 +16,9 @@ pub const SEND_STORED: &str = "dialtone_send_stored_seconds";
 pub const DELIVERY_LAG_MEAN: &str = "dialtone_delivery_lag_mean_seconds";
 pub const DELIVERY_LAG_MAX: &str = "dialtone_delivery_lag_max_seconds";
 pub const UPGRADES_REFUSED: &str = "dialtone_upgrades_refused_total";
-/// Frame in to `overloaded`/`rate_limited` reply written, by frame type.
+/// Frame in to `overloaded`/`rate_limited` reply written, by frame type and
+/// by `waited`: "false" for refusals at the door (the promise is 1 ms),
+/// "true" for requests that queued first (bounded by the queue's `max_wait`).
 pub const REFUSAL: &str = "dialtone_refusal_seconds";
 
 const FRAME_TYPES: [&str; 9] = [
@@ -30,7 +32,8 @@ pub struct Hot {
     frames_in: Vec<Counter>,
     frames_out: Vec<Counter>,
     errors: Vec<Counter>,
-    refusals: Vec<Histogram>,
+    /// Per frame type: refused at the door, refused after a wait.
+    refusals: Vec<[Histogram; 2]>,
     pub send_stored: Histogram,
     /// Mean and max delivery lag over the last sampling window (250 ms).
     pub delivery_lag_mean: Gauge,
@@ -52,10 +55,11 @@ impl Hot {
         }
     }
 
-    /// A request of type `kind` was refused for load, `took` after its frame arrived.
-    pub fn refused(&self, kind: &str, took: Duration) {
+    /// A request of type `kind` was refused for load, `took` after its frame
+    /// arrived; `waited` if it queued before the refusal.
+    pub fn refused(&self, kind: &str, waited: bool, took: Duration) {
         if let Some(i) = FRAME_TYPES.iter().position(|t| *t == kind) {
-            self.refusals[i].record(took.as_secs_f64());
+            self.refusals[i][usize::from(waited)].record(took.as_secs_f64());
         }
     }
 
@@ -84,7 +88,12 @@ pub fn hot() -> &'static Hot {
             .collect(),
         refusals: FRAME_TYPES
             .iter()
-            .map(|t| histogram!(REFUSAL, "type" => *t))
+            .map(|t| {
+                [
+                    histogram!(REFUSAL, "type" => *t, "waited" => "false"),
+                    histogram!(REFUSAL, "type" => *t, "waited" => "true"),
+                ]
+            })
             .collect(),
         send_stored: histogram!(SEND_STORED),
         delivery_lag_mean: gauge!(DELIVERY_LAG_MEAN),
