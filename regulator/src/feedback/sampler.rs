@@ -124,11 +124,32 @@ impl Sampler for CpuSampler {
 
 /// Tokio scheduling delay in milliseconds: a probe task sleeps `period` and
 /// measures how late it wakes up. A runtime whose workers are all busy (or
-/// blocked) wakes it late; the worst lateness since the previous read is reported.
-#[derive(Debug, Default)]
+/// blocked) wakes it late; the worst lateness since the previous read is
+/// reported, or, while the probe is still waiting to run past its time, how
+/// late it is already: a runtime so far behind that the probe has not run
+/// since the last read is the most overloaded of all, not "no signal".
+#[derive(Debug)]
 pub struct SchedDelaySampler {
     worst_ns: AtomicU64,
     seen: AtomicU64,
+    /// When the probe is due to wake, in ns after `base`; 0 while it runs.
+    due_ns: AtomicU64,
+    base: std::time::Instant,
+}
+
+impl Default for SchedDelaySampler {
+    fn default() -> Self {
+        Self {
+            worst_ns: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            due_ns: AtomicU64::new(0),
+            base: std::time::Instant::now(),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl SchedDelaySampler {
@@ -143,6 +164,10 @@ impl SchedDelaySampler {
         tokio::spawn(async move {
             loop {
                 let start = tokio::time::Instant::now();
+                match weak.upgrade() {
+                    Some(me) => me.due_in(period),
+                    None => break,
+                }
                 tokio::time::sleep(period).await;
                 let late = start.elapsed().saturating_sub(period);
                 let Some(me) = weak.upgrade() else { break };
@@ -152,10 +177,16 @@ impl SchedDelaySampler {
         me
     }
 
-    /// Records one measured lateness.
+    /// The probe sleeps and is due to wake `period` from now.
+    fn due_in(&self, period: Duration) {
+        let due = nanos(self.base.elapsed() + period).max(1);
+        self.due_ns.store(due, Ordering::Relaxed);
+    }
+
+    /// Records one measured lateness (the probe ran).
     pub fn record(&self, late: Duration) {
-        let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
-        self.worst_ns.fetch_max(ns, Ordering::Relaxed);
+        self.due_ns.store(0, Ordering::Relaxed);
+        self.worst_ns.fetch_max(nanos(late), Ordering::Relaxed);
         self.seen.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -164,7 +195,12 @@ impl Sampler for SchedDelaySampler {
     fn sample(&self) -> Option<f64> {
         let seen = self.seen.swap(0, Ordering::Relaxed);
         let worst = self.worst_ns.swap(0, Ordering::Relaxed);
-        (seen > 0).then(|| worst as f64 / 1e6)
+        let due = self.due_ns.load(Ordering::Relaxed);
+        let pending = match due {
+            0 => 0,
+            due => nanos(self.base.elapsed()).saturating_sub(due),
+        };
+        (seen > 0 || pending > 0).then(|| worst.max(pending) as f64 / 1e6)
     }
 }
 
@@ -206,6 +242,18 @@ mod tests {
         assert_eq!(s.sample(), Some(0.0));
         s.record(Duration::from_millis(7));
         assert_eq!(s.sample(), Some(7.0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sched_delay_reports_a_probe_that_has_not_run_past_its_time() {
+        let s = SchedDelaySampler::spawn(Duration::from_millis(10));
+        // Let the probe start its first sleep, then keep the runtime's only
+        // thread from running it.
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(100));
+        // The probe has not woken once, yet the runtime is 90 ms behind.
+        let late = s.sample().expect("a probe past its time is a signal");
+        assert!(late >= 80.0, "{late} ms");
     }
 
     #[test]
