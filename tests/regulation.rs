@@ -365,7 +365,10 @@ async fn refusals_after_a_queue_wait_are_timed_apart_from_refusals_at_the_door()
     queued
         .send_text(json!({"type":"send","room":"r","body":"waits","ref":"w"}).to_string())
         .await;
+    let mut polls = 0;
     while regulator_state(node.addr()).await["queues"]["send"]["queue_length"] != 1 {
+        polls += 1;
+        assert!(polls < 400, "the second send never queued");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The queue's one place is taken: refused at the door.

@@ -134,7 +134,9 @@ pub struct SchedDelaySampler {
     seen: AtomicU64,
     /// When the probe is due to wake, in ns after `base`; 0 while it runs.
     due_ns: AtomicU64,
-    base: std::time::Instant,
+    /// On tokio's clock, like the probe's own timing: a paused test clock
+    /// must not make a probe look late by the real time that passed.
+    base: tokio::time::Instant,
 }
 
 impl Default for SchedDelaySampler {
@@ -143,7 +145,7 @@ impl Default for SchedDelaySampler {
             worst_ns: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             due_ns: AtomicU64::new(0),
-            base: std::time::Instant::now(),
+            base: tokio::time::Instant::now(),
         }
     }
 }
