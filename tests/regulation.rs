@@ -359,6 +359,7 @@ async fn refusals_after_a_queue_wait_are_timed_apart_from_refusals_at_the_door()
     let mut queued = Client::as_user(node.addr(), "queued").await;
     let mut turned = Client::as_user(node.addr(), "turned").await;
     queued.ok(json!({"type":"join","room":"r"})).await;
+    turned.ok(json!({"type":"join","room":"r"})).await;
     queued
         .ok(json!({"type":"send","room":"r","body":"spends the burst"}))
         .await;
@@ -372,7 +373,6 @@ async fn refusals_after_a_queue_wait_are_timed_apart_from_refusals_at_the_door()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The queue's one place is taken: refused at the door.
-    turned.ok(json!({"type":"join","room":"r"})).await;
     turned
         .err(
             json!({"type":"send","room":"r","body":"no room"}),
