@@ -139,7 +139,18 @@ impl Shared {
             } else {
                 lookup(&cfg.sampler)
             };
+            let was_unreachable = m.unreachable;
             factor = factor.min(m.update(cfg, value, now, throughput));
+            // Once per episode: the operator's target cannot be met by shedding.
+            if let (true, false, Some(t)) = (m.unreachable, was_unreachable, &cfg.track) {
+                tracing::warn!(
+                    queue = %self.name(), sampler = %cfg.sampler, value = m.value.unwrap_or_default(),
+                    target = t.target, min_factor = t.min_factor,
+                    "regulator tracking target unreachable: at min_factor and still above target; raise track.target or lower min_factor"
+                );
+            } else if was_unreachable && !m.unreachable {
+                tracing::info!(queue = %self.name(), sampler = %cfg.sampler, "regulator tracking target reachable again");
+            }
         }
         if factor != st.factor {
             let from = st.factor;
@@ -180,6 +191,7 @@ impl Shared {
                     "factor": m.factor,
                     "overloaded_for_ms": m.overloaded_for_ms,
                     "tracked": m.tracked,
+                    "unreachable": m.unreachable,
                     "active": m.factor < 1.0,
                 })
             })

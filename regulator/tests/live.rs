@@ -214,6 +214,7 @@ async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
     let rate = |q: &regulator::Queue| q.snapshot()["limits"]["rate_per_sec"].as_f64().unwrap();
     assert!((rate(&q) - 80.0).abs() < 0.5, "0.8 x 100/s: {}", rate(&q));
     assert_eq!(q.snapshot()["modifiers"][0]["active"], true);
+    assert_eq!(q.snapshot()["modifiers"][0]["unreachable"], false);
     // The new limit holds: a burst beyond it is refused `rate`.
     let refused = (0..200)
         .filter(|_| {
@@ -408,4 +409,45 @@ fn handles_are_cheap_to_share_across_tasks() {
     fn permit_is_send<T: Send + Sync>() {}
     permit_is_send::<regulator::Permit>();
     permit_is_send::<regulator::Rejected>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tracking_target_missed_at_the_floor_shows_as_unreachable() {
+    let (r, q) = one(QueueConfig {
+        rate_per_sec: Some(1000.0),
+        modifiers: vec![ModifierConfig {
+            sampler: "lag".into(),
+            steps: Vec::new(),
+            track: Some(Track {
+                target: 50.0,
+                backoff: 0.8,
+                increase: 0.1,
+                min_factor: 0.01,
+            }),
+        }],
+        ..QueueConfig::default()
+    });
+    let lag = Arc::new(ManualSampler::new());
+    r.add_sampler("lag", lag.clone());
+    let unreachable = |q: &regulator::Queue| q.snapshot()["modifiers"][0]["unreachable"].clone();
+    // The downstream stays behind however little is admitted.
+    lag.set(80.0);
+    for _ in 0..19 {
+        r.feedback_tick();
+        sleep(ms(250)).await;
+    }
+    // At the floor since the second cut, a second in: not yet 5 s.
+    assert_eq!(q.snapshot()["limits"]["rate_per_sec"], 10.0);
+    assert_eq!(unreachable(&q), false, "not yet 5 s at the floor");
+    for _ in 0..8 {
+        r.feedback_tick();
+        sleep(ms(250)).await;
+    }
+    assert_eq!(unreachable(&q), true);
+    // The lag clears and the limit grows clear of the floor (10 % a tick).
+    lag.set(10.0);
+    for _ in 0..5 {
+        r.feedback_tick();
+    }
+    assert_eq!(unreachable(&q), false);
 }

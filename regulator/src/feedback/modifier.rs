@@ -33,6 +33,14 @@ pub struct ModifierState {
     pub overloaded_for_ms: u64,
     /// The tracking factor (1 without a `track` table).
     pub tracked: f64,
+    /// The tracking has sat at `min_factor` with the value above target
+    /// for [`UNREACHABLE_AFTER`]: admitting less cannot bring the value to
+    /// target (the downstream is slower than that even when idle), and the
+    /// queue only throws work away. Raise `target` or lower `min_factor`.
+    pub unreachable: bool,
+    /// Since when the tracking has sat at `min_factor` above target.
+    #[serde(skip)]
+    floored_since: Option<Nanos>,
     #[serde(skip)]
     since: Option<Nanos>,
     /// The tracking's last cut while above target: value and time.
@@ -61,6 +69,19 @@ impl ModifierState {
     ) -> f64 {
         if let Some(t) = &cfg.track {
             (self.tracked, self.cut) = track(t, self.tracked, self.cut, value, now, throughput);
+            // An episode starts at the floor, above target, and lasts until
+            // the factor has grown clear of the floor: a tick's dip below
+            // target (a noisy signal) does not end it.
+            let floored = value.is_some_and(|v| v > t.target) && self.tracked <= t.min_factor;
+            let clear = self.tracked > t.min_factor * CLEAR_OF_FLOOR;
+            self.floored_since = match self.floored_since {
+                Some(_) if clear => None,
+                Some(since) => Some(since),
+                None => floored.then_some(now),
+            };
+            self.unreachable = self
+                .floored_since
+                .is_some_and(|since| now.saturating_sub(since) >= UNREACHABLE_AFTER);
         }
         let stepped = self.steps(cfg, value, now);
         self.value = value;
@@ -104,6 +125,18 @@ const WORSE: f64 = 1.25;
 /// four to nine times the target, for the rest of the run, every value
 /// being "not a quarter worse" than the spike (docs/OVERLOAD.md).
 const SETTLE: Nanos = 1_000_000_000;
+
+/// How long a tracking modifier sits at its floor, still above target,
+/// before the target counts as unreachable. On a node starved to a quarter
+/// core, dialtone's 50 ms lag target held `send` at its floor from the first
+/// seconds of every run, refusing 89 % at the node's capacity, and nothing
+/// said so (docs/OVERLOAD.md, "Steady state").
+pub(crate) const UNREACHABLE_AFTER: Nanos = 5_000_000_000;
+
+/// How far above `min_factor` the tracked factor must grow to end an
+/// episode at the floor. At 10x the lag dipped under target every few
+/// seconds and the factor rose 5 % (0.01 → 0.0105) before the next cut.
+const CLEAR_OF_FLOOR: f64 = 1.5;
 
 /// The tracking's last cut.
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +263,36 @@ mod tests {
             m.update(&cfg, Some(240.0), 2_000 * MS, Some(0.32)),
             0.256
         ));
+    }
+
+    #[test]
+    fn a_target_missed_at_the_floor_for_five_seconds_is_unreachable() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        let mut at = 0;
+        let mut tick = |m: &mut ModifierState, v: f64| {
+            m.update(&cfg, Some(v), at, Some(0.0));
+            at += 250 * MS;
+        };
+        // The first tick cuts to the floor (nothing was admitted).
+        tick(&mut m, 100.0);
+        assert!(close(m.tracked, 0.05));
+        for _ in 0..19 {
+            tick(&mut m, 100.0);
+            assert!(!m.unreachable, "only {} ms at the floor", at / MS);
+        }
+        tick(&mut m, 100.0);
+        assert!(m.unreachable);
+        // One tick under target grows the factor a little off the floor:
+        // still the same episode.
+        tick(&mut m, 10.0);
+        assert!(m.unreachable);
+        // Under target long enough to grow clear of the floor: reached.
+        for _ in 0..4 {
+            tick(&mut m, 10.0);
+        }
+        assert!(m.tracked > 0.075, "{}", m.tracked);
+        assert!(!m.unreachable);
     }
 
     #[test]
