@@ -142,14 +142,17 @@ impl Shared {
             let was_unreachable = m.unreachable;
             factor = factor.min(m.update(cfg, value, now, throughput));
             // Once per episode: the operator's target cannot be met by shedding.
-            if let (true, false, Some(t)) = (m.unreachable, was_unreachable, &cfg.track) {
-                tracing::warn!(
+            match (was_unreachable, m.unreachable, &cfg.track) {
+                (false, true, Some(t)) => tracing::warn!(
                     queue = %self.name(), sampler = %cfg.sampler, value = m.value.unwrap_or_default(),
                     target = t.target, min_factor = t.min_factor,
                     "regulator tracking target unreachable: at min_factor and still above target; raise track.target or lower min_factor"
-                );
-            } else if was_unreachable && !m.unreachable {
-                tracing::info!(queue = %self.name(), sampler = %cfg.sampler, "regulator tracking target reachable again");
+                ),
+                (true, false, _) => tracing::info!(
+                    queue = %self.name(), sampler = %cfg.sampler,
+                    "regulator tracking target reachable again"
+                ),
+                _ => {}
             }
         }
         if factor != st.factor {

@@ -184,11 +184,10 @@ async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
     assert_eq!(q.concurrency_limit(), Some(10));
 }
 
-#[tokio::test(start_paused = true)]
-async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
+/// `cfg` with a modifier tracking 50 ms of a hand-set `lag` sampler
+/// (backoff 0.8, growth 10 % a tick, floor 0.01).
+fn tracking_lag(cfg: QueueConfig) -> (Regulator, regulator::Queue, Arc<ManualSampler>) {
     let (r, q) = one(QueueConfig {
-        rate_per_sec: Some(1000.0),
-        max_size: 0,
         modifiers: vec![ModifierConfig {
             sampler: "lag".into(),
             steps: Vec::new(),
@@ -199,10 +198,20 @@ async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
                 min_factor: 0.01,
             }),
         }],
-        ..QueueConfig::default()
+        ..cfg
     });
     let lag = Arc::new(ManualSampler::new());
     r.add_sampler("lag", lag.clone());
+    (r, q, lag)
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
+    let (r, q, lag) = tracking_lag(QueueConfig {
+        rate_per_sec: Some(1000.0),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
     r.feedback_tick();
     // The downstream falls behind while only 100 requests/s get through.
     for _ in 0..100 {
@@ -413,22 +422,10 @@ fn handles_are_cheap_to_share_across_tasks() {
 
 #[tokio::test(start_paused = true)]
 async fn a_tracking_target_missed_at_the_floor_shows_as_unreachable() {
-    let (r, q) = one(QueueConfig {
+    let (r, q, lag) = tracking_lag(QueueConfig {
         rate_per_sec: Some(1000.0),
-        modifiers: vec![ModifierConfig {
-            sampler: "lag".into(),
-            steps: Vec::new(),
-            track: Some(Track {
-                target: 50.0,
-                backoff: 0.8,
-                increase: 0.1,
-                min_factor: 0.01,
-            }),
-        }],
         ..QueueConfig::default()
     });
-    let lag = Arc::new(ManualSampler::new());
-    r.add_sampler("lag", lag.clone());
     let unreachable = |q: &regulator::Queue| q.snapshot()["modifiers"][0]["unreachable"].clone();
     // The downstream stays behind however little is admitted.
     lag.set(80.0);

@@ -131,7 +131,7 @@ const SETTLE: Nanos = 1_000_000_000;
 /// core, dialtone's 50 ms lag target held `send` at its floor from the first
 /// seconds of every run, refusing 89 % at the node's capacity, and nothing
 /// said so (docs/OVERLOAD.md, "Steady state").
-pub(crate) const UNREACHABLE_AFTER: Nanos = 5_000_000_000;
+const UNREACHABLE_AFTER: Nanos = 5_000_000_000;
 
 /// How far above `min_factor` the tracked factor must grow to end an
 /// episode at the floor. At 10x the lag dipped under target every few
