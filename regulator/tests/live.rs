@@ -185,7 +185,7 @@ async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
 }
 
 /// `cfg` with a modifier tracking 50 ms of a hand-set `lag` sampler
-/// (backoff 0.8, growth 10 % a tick, floor 0.01).
+/// (backoff 0.8, growth 10 % a tick, floor 0.01, headroom 2).
 fn tracking_lag(cfg: QueueConfig) -> (Regulator, regulator::Queue, Arc<ManualSampler>) {
     let (r, q) = one(QueueConfig {
         modifiers: vec![ModifierConfig {
@@ -196,6 +196,7 @@ fn tracking_lag(cfg: QueueConfig) -> (Regulator, regulator::Queue, Arc<ManualSam
                 backoff: 0.8,
                 increase: 0.1,
                 min_factor: 0.01,
+                headroom: 2.0,
             }),
         }],
         ..cfg
@@ -233,14 +234,42 @@ async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
         })
         .count();
     assert!(refused > 0);
-    // The lag clears: the limit grows back, 10 % a tick, to the ceiling.
+    // The lag clears while the demand (1,000/s) fills the limit: it grows
+    // back, 10 % a tick, to the ceiling.
     lag.set(10.0);
-    r.feedback_tick();
+    demand_tick(&r, &q, 1000).await;
     assert!((rate(&q) - 88.0).abs() < 0.5, "{}", rate(&q));
-    for _ in 0..60 {
-        r.feedback_tick();
+    for _ in 0..30 {
+        demand_tick(&r, &q, 1000).await;
     }
     assert_eq!(rate(&q), 1000.0);
+    // The demand falls to 100/s: the limit follows it down to twice that,
+    // so a surge is not let through at 1,000/s.
+    for _ in 0..5 {
+        demand_tick(&r, &q, 100).await;
+    }
+    assert!((rate(&q) - 200.0).abs() < 5.0, "{}", rate(&q));
+    let mut surge = 0;
+    for _ in 0..250 {
+        surge += usize::from(
+            q.ask(Request::new())
+                .now_or_never()
+                .is_some_and(|p| p.is_ok()),
+        );
+        sleep(ms(1)).await;
+    }
+    assert!((45..=55).contains(&surge), "200/s for 250 ms: {surge}");
+}
+
+/// One 250 ms feedback tick with `per_sec` asks spread evenly over it, each
+/// permit dropped at once.
+async fn demand_tick(r: &Regulator, q: &regulator::Queue, per_sec: u64) {
+    let n = per_sec / 4;
+    for _ in 0..n {
+        drop(q.ask(Request::new()).now_or_never());
+        sleep(ms(250 / n)).await;
+    }
+    r.feedback_tick();
 }
 
 #[tokio::test(start_paused = true)]
@@ -441,10 +470,11 @@ async fn a_tracking_target_missed_at_the_floor_shows_as_unreachable() {
         sleep(ms(250)).await;
     }
     assert_eq!(unreachable(&q), true);
-    // The lag clears and the limit grows clear of the floor (10 % a tick).
+    // The lag clears and the limit, filled by the demand, grows clear of
+    // the floor (10 % a tick).
     lag.set(10.0);
     for _ in 0..5 {
-        r.feedback_tick();
+        demand_tick(&r, &q, 1000).await;
     }
     assert_eq!(unreachable(&q), false);
 }

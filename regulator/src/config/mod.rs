@@ -165,7 +165,9 @@ impl Default for ModifierConfig {
 /// queue actually admitted (its best tick of the last second, as a share of its configured rate); each
 /// tick it is at or below, the factor grows by `increase` (× (1 + increase)),
 /// back up to 1. So the limit settles near what the downstream sustains, for
-/// any capacity, instead of at fixed fractions of a fixed ceiling.
+/// any capacity, instead of at fixed fractions of a fixed ceiling. The factor
+/// never exceeds `headroom` × that throughput: a limit far above the demand
+/// would let a sudden surge through at full rate before the value could rise.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Track {
@@ -177,6 +179,11 @@ pub struct Track {
     pub increase: f64,
     /// The factor never goes below this, in (0, 1].
     pub min_factor: f64,
+    /// The factor stays within this multiple of the admitted throughput
+    /// (never below `min_factor`); while that holds it down, it follows the
+    /// demand at this multiple each tick instead of growing by `increase`.
+    /// 0 turns the ceiling off; otherwise at least 1.
+    pub headroom: f64,
 }
 
 impl Default for Track {
@@ -186,6 +193,7 @@ impl Default for Track {
             backoff: 0.8,
             increase: 0.05,
             min_factor: 0.01,
+            headroom: 2.0,
         }
     }
 }

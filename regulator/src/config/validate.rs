@@ -133,6 +133,13 @@ pub fn validate_queue(
                     "must be in (0, 1]",
                 ));
             }
+            if !(t.headroom == 0.0 || (t.headroom >= 1.0 && t.headroom.is_finite())) {
+                return Err(invalid(
+                    name,
+                    "modifiers.track.headroom",
+                    "must be 0 (off) or at least 1",
+                ));
+            }
         }
     }
     if let Some(a) = &q.adaptive {
@@ -286,6 +293,10 @@ mod tests {
             },
             Track {
                 target: f64::NAN,
+                ..Track::default()
+            },
+            Track {
+                headroom: 0.5,
                 ..Track::default()
             },
         ] {

@@ -16,6 +16,11 @@
 //! effect (a backlog takes ticks to drain, so the value keeps rising for a
 //! while after a cut), and cutting on every such tick would ratchet the
 //! limit down and lose goodput.
+//!
+//! The tracked factor also stays within `headroom` × the admitted
+//! throughput. Under that ceiling it follows the demand (up at most
+//! `headroom`-fold a tick); after a cut it grows by `increase` until the
+//! demand falls below the ceiling again.
 
 use serde::Serialize;
 
@@ -46,6 +51,12 @@ pub struct ModifierState {
     /// The tracking's last cut while above target: value and time.
     #[serde(skip)]
     cut: Option<Cut>,
+    /// The tracking follows the demand (`headroom` × the admitted
+    /// throughput) rather than growing by `increase`: the limit has not been
+    /// what held admissions back since the last cut, so there is no
+    /// capacity to feel for slowly.
+    #[serde(skip)]
+    following: bool,
 }
 
 impl ModifierState {
@@ -53,6 +64,7 @@ impl ModifierState {
         Self {
             factor: 1.0,
             tracked: 1.0,
+            following: true,
             ..Self::default()
         }
     }
@@ -68,7 +80,7 @@ impl ModifierState {
         throughput: Option<f64>,
     ) -> f64 {
         if let Some(t) = &cfg.track {
-            (self.tracked, self.cut) = track(t, self.tracked, self.cut, value, now, throughput);
+            self.track(t, value, now, throughput);
             // An episode starts at the floor, above target, and lasts until
             // the factor has grown clear of the floor: a tick's dip below
             // target (a noisy signal) does not end it.
@@ -87,6 +99,49 @@ impl ModifierState {
         self.value = value;
         self.factor = stepped.min(self.tracked);
         self.factor
+    }
+
+    /// One tracking step from the new value taken at `now` and the admitted
+    /// throughput (share of the rate).
+    fn track(&mut self, t: &Track, value: Option<f64>, now: Nanos, throughput: Option<f64>) {
+        // As much as the demand justifies. A limit far above what is
+        // admitted protects nothing: on a node at 2,000 sends/s under a
+        // 20,000/s ceiling, a jump to 10x went through at full rate for the
+        // second or two the lag took to rise, and the backlog overflowed
+        // 840 of 2,000 clients' outboxes (docs/OVERLOAD.md).
+        let ceiling = throughput
+            .filter(|_| t.headroom > 0.0)
+            .map(|tp| (tp * t.headroom).clamp(t.min_factor, 1.0));
+        let settling = |v: f64, c: Cut| v <= c.value * WORSE && now.saturating_sub(c.at) < SETTLE;
+        match value {
+            // Not much worse than when we last cut, and recently: that cut is
+            // still taking effect (a backlog drains), and cutting on every such
+            // tick would ratchet the limit down to `min_factor`.
+            Some(v) if v > t.target && self.cut.is_some_and(|c| settling(v, c)) => {
+                self.tracked = ceiling.map_or(self.tracked, |c| c.min(self.tracked));
+            }
+            Some(v) if v > t.target => {
+                // Below what was really admitted, not below a ceiling nobody reached.
+                let from = throughput.map_or(self.tracked, |tp| tp.min(self.tracked));
+                self.tracked = (from * t.backoff).max(t.min_factor);
+                self.cut = Some(Cut { value: v, at: now });
+                self.following = false;
+            }
+            _ => {
+                self.cut = None;
+                let grown = (self.tracked * (1.0 + t.increase)).min(1.0);
+                match ceiling {
+                    // The demand, not the limit, holds admissions back: follow
+                    // it, so that a rise is met within ticks (each tick at most
+                    // `headroom` × the one before) instead of at `increase`.
+                    Some(c) if self.following || c < grown => {
+                        self.tracked = c;
+                        self.following = true;
+                    }
+                    _ => self.tracked = grown,
+                }
+            }
+        }
     }
 
     fn steps(&mut self, cfg: &ModifierConfig, value: Option<f64>, now: Nanos) -> f64 {
@@ -143,33 +198,6 @@ const CLEAR_OF_FLOOR: f64 = 1.5;
 struct Cut {
     value: f64,
     at: Nanos,
-}
-
-/// One tracking step: the next factor and last cut, from the current factor,
-/// the last cut, the new value taken at `now` and the admitted throughput
-/// (share of the rate).
-fn track(
-    t: &Track,
-    factor: f64,
-    cut: Option<Cut>,
-    value: Option<f64>,
-    now: Nanos,
-    throughput: Option<f64>,
-) -> (f64, Option<Cut>) {
-    let settling = |v: f64, c: Cut| v <= c.value * WORSE && now.saturating_sub(c.at) < SETTLE;
-    match value {
-        // Not much worse than when we last cut, and recently: that cut is
-        // still taking effect (a backlog drains), and cutting on every such
-        // tick would ratchet the limit down to `min_factor`.
-        Some(v) if v > t.target && cut.is_some_and(|c| settling(v, c)) => (factor, cut),
-        Some(v) if v > t.target => {
-            // Below what was really admitted, not below a ceiling nobody reached.
-            let from = throughput.map_or(factor, |tp| tp.min(factor));
-            let next = (from * t.backoff).max(t.min_factor);
-            (next, Some(Cut { value: v, at: now }))
-        }
-        _ => ((factor * (1.0 + t.increase)).min(1.0), None),
-    }
 }
 
 #[cfg(test)]
@@ -270,8 +298,11 @@ mod tests {
         let cfg = tracking();
         let mut m = ModifierState::new();
         let mut at = 0;
+        // Each tick admits all the limit allows (or nothing, when above
+        // target: a stalled downstream).
         let mut tick = |m: &mut ModifierState, v: f64| {
-            m.update(&cfg, Some(v), at, Some(0.0));
+            let admitted = if v > 50.0 { 0.0 } else { m.tracked };
+            m.update(&cfg, Some(v), at, Some(admitted));
             at += 250 * MS;
         };
         // The first tick cuts to the floor (nothing was admitted).
@@ -293,6 +324,46 @@ mod tests {
         }
         assert!(m.tracked > 0.075, "{}", m.tracked);
         assert!(!m.unreachable);
+    }
+
+    #[test]
+    fn tracking_stays_within_headroom_of_the_admitted_throughput() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        // Under target but nothing admitted: the floor, not the ceiling.
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.0)), 0.05));
+        // The demand rises: the limit follows at twice what got through,
+        // so it doubles each tick while the demand fills it...
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.05)), 0.1));
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.1)), 0.2));
+        // ...and falls back when the demand does.
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.03)), 0.06));
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.7)), 1.0));
+    }
+
+    #[test]
+    fn after_a_cut_the_limit_grows_by_increase_until_the_demand_falls_away() {
+        let cfg = tracking();
+        let mut m = ModifierState::new();
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.2)), 0.4));
+        // Above target with 0.4 admitted: cut to 0.32.
+        assert!(close(m.update(&cfg, Some(80.0), 0, Some(0.4)), 0.32));
+        // The limit is what holds admissions back now: feel for the
+        // capacity at `increase` (10 %), not at twice the throughput.
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.32)), 0.352));
+        // The demand drops below half the limit: follow it again.
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.1)), 0.2));
+        assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.2)), 0.4));
+    }
+
+    #[test]
+    fn headroom_zero_lets_an_unused_limit_grow_to_the_ceiling() {
+        let mut cfg = tracking();
+        cfg.track.as_mut().unwrap().headroom = 0.0;
+        let mut m = ModifierState::new();
+        for _ in 0..5 {
+            assert!(close(m.update(&cfg, Some(10.0), 0, Some(0.0)), 1.0));
+        }
     }
 
     #[test]
