@@ -119,6 +119,45 @@ async fn slow_consumer_gets_1013_and_the_room_does_not_stall() {
 }
 
 #[tokio::test]
+async fn a_connection_whose_task_is_late_is_not_a_slow_consumer() {
+    let node = start(&[
+        ("DIALTONE_GATEWAY__OUTBOX_FRAMES", "16"),
+        // One history read per 2 s: the second waits in the queue, and its
+        // connection's task with it.
+        ("DIALTONE_REGULATOR__QUEUES__HISTORY__RATE_PER_SEC", "0.5"),
+        ("DIALTONE_REGULATOR__QUEUES__HISTORY__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__HISTORY__MAX_WAIT_MS", "10000"),
+    ])
+    .await;
+    let addr = node.addr();
+    let mut reader = Client::as_user(addr, "reader").await;
+    reader.ok(json!({"type":"join","room":"r"})).await;
+    let mut sender = Client::as_user(addr, "sender").await;
+    sender.ok(json!({"type":"join","room":"r"})).await;
+    reader.ok(json!({"type":"history","room":"r"})).await;
+    reader
+        .send_text(json!({"type":"history","room":"r","ref":"late"}).to_string())
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While the reader's task waits for its history, more than
+    // `outbox_frames` messages queue for it. It reads everything it is
+    // sent; its task is what is late.
+    let total = 40;
+    for i in 0..total {
+        sender
+            .ok(json!({"type":"send","room":"r","body":format!("m{i}")}))
+            .await;
+    }
+    let h = reader.reply_to(json!("late"), "history").await;
+    assert!(h["messages"].is_array());
+    for seq in 1..=total {
+        let m = reader.next_push("message").await;
+        assert_eq!(m["seq"], seq, "{m}");
+    }
+    reader.ok(json!({"type":"ping"})).await;
+}
+
+#[tokio::test]
 async fn a_peer_that_answers_no_ping_is_dropped_and_a_live_one_stays() {
     // Generous against scheduling stalls on busy CI machines: the live
     // client only has to say something once per 400 ms.

@@ -12,7 +12,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Time to log in after the upgrade; then close 1008.
     pub login_timeout: Duration,
-    /// Frames a connection may have waiting; past that it is a slow consumer (1013).
+    /// Frames a connection may have waiting while its socket takes nothing;
+    /// past that it is a slow consumer (1013). A late connection task may
+    /// hold `outbox::LATE_ALLOWANCE` times as many.
     pub outbox_frames: usize,
     /// How long a blocked write or close may take before the socket is dropped.
     pub write_timeout: Duration,

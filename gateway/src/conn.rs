@@ -436,10 +436,13 @@ async fn flush_inner(
         }
         Ok::<(), WsError>(())
     };
+    // Frames piling up while this write is blocked: the client is not
+    // reading. (Frames piling up while the task was late are not its
+    // fault; the outbox's limit bounds those.)
     let overflow = async {
         loop {
             outbox.wait().await;
-            if outbox.overflowed() {
+            if outbox.overflowed() || outbox.backed_up() {
                 return;
             }
         }
