@@ -341,8 +341,18 @@ async fn on_stop(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         let seen = lock(&s.shared.checker)
             .as_ref()
             .map_or(high, SeqChecker::last_seen);
-        if seen >= high || Instant::now() >= deadline || s.shared.closed.load(Ordering::Acquire) {
+        if seen >= high || Instant::now() >= deadline {
             break;
+        }
+        if s.shared.closed.load(Ordering::Acquire) {
+            // Closed at the very end (e.g. 1013): catch up as a client
+            // would, with `history` after a reconnect, rather than count
+            // what the server still holds for it as lost.
+            run.c.server_closes.fetch_add(1, Ordering::Relaxed);
+            if reconnect(user, &run, &mut s).await.is_err() {
+                break;
+            }
+            continue;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
