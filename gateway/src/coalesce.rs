@@ -28,7 +28,7 @@ const HIGH_WATER: usize = 64 * 1024;
 
 /// Bytes one socket read may take when the caller asked for fewer. On a
 /// starved node at 10x its send capacity, reading 4 KiB instead of 256 B a
-/// call carried 14 % more sends (docs/OVERLOAD.md).
+/// call carried 14-18 % more sends (docs/OVERLOAD.md).
 const READ_CHUNK: usize = 4096;
 
 pub struct Coalesce<IO> {
