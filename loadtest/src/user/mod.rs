@@ -155,10 +155,7 @@ async fn on_tick(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         s.dropped = true;
         reconnect(user, &run, &mut s).await?;
     }
-    if s.shared.closed.load(Ordering::Acquire) {
-        run.c.server_closes.fetch_add(1, Ordering::Relaxed);
-        reconnect(user, &run, &mut s).await?;
-    }
+    recover_if_closed(user, &run, &mut s).await?;
     let paused =
         run.epoch + Duration::from_micros(s.shared.paused_until_us.load(Ordering::Relaxed));
     let next = s
@@ -242,6 +239,22 @@ async fn record_acks(user: &mut GooseUser, s: &mut Session) -> TransactionResult
     Ok(())
 }
 
+/// When the server has closed the connection (1013, 1012, a drop), counts
+/// it and reconnects, catching up with `history` as a client would.
+/// Returns whether it did.
+async fn recover_if_closed(
+    user: &mut GooseUser,
+    run: &RunState,
+    s: &mut Session,
+) -> Result<bool, Box<TransactionError>> {
+    if !s.shared.closed.load(Ordering::Acquire) {
+        return Ok(false);
+    }
+    run.c.server_closes.fetch_add(1, Ordering::Relaxed);
+    reconnect(user, run, s).await?;
+    Ok(true)
+}
+
 /// Drops the connection (without a close frame), reconnects, re-joins, reads
 /// what was missed with `history`, and re-sends unanswered sends with their
 /// original cid. Records `WS reconnect` (drop to caught up) and `WS history`.
@@ -316,11 +329,9 @@ async fn on_stop(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
     let drain = run.opts.drain_timeout;
     let deadline = Instant::now() + drain;
     while !lock(&s.shared.inflight).is_empty() && Instant::now() < deadline {
-        if s.shared.closed.load(Ordering::Acquire) {
-            // Lost at the very end: reconnect so the sends are answered and checked.
-            if reconnect(user, &run, &mut s).await.is_err() {
-                break;
-            }
+        // Lost at the very end: reconnect so the sends are answered and checked.
+        if recover_if_closed(user, &run, &mut s).await.is_err() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -344,15 +355,12 @@ async fn on_stop(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         if seen >= high || Instant::now() >= deadline {
             break;
         }
-        if s.shared.closed.load(Ordering::Acquire) {
-            // Closed at the very end (e.g. 1013): catch up as a client
-            // would, with `history` after a reconnect, rather than count
-            // what the server still holds for it as lost.
-            run.c.server_closes.fetch_add(1, Ordering::Relaxed);
-            if reconnect(user, &run, &mut s).await.is_err() {
-                break;
-            }
-            continue;
+        // Closed at the very end (e.g. 1013): catch up as a client would,
+        // rather than count what the server still holds for it as lost.
+        match recover_if_closed(user, &run, &mut s).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(_) => break,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
