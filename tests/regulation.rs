@@ -163,6 +163,70 @@ async fn max_hold_zero_answers_every_frame_as_it_comes() {
 }
 
 #[tokio::test]
+async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
+    // 10 sends/s, so a token is back 100 ms after the burst; but a refused
+    // client is told to wait 2 s, and holds are off, so every frame is read
+    // as it comes.
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "10"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_SIZE", "0"),
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__MIN_RETRY_AFTER_MS",
+            "2000",
+        ),
+        ("DIALTONE_GATEWAY__MAX_HOLD_MS", "0"),
+        ("DIALTONE_ADMIN__TOKEN", "adm"),
+    ])
+    .await;
+    let mut c = Client::as_user(node.addr(), "eager").await;
+    let mut other = Client::as_user(node.addr(), "patient").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    other.ok(json!({"type":"join","room":"r"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"1"})).await;
+    let e = c
+        .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
+        .await;
+    let refused = std::time::Instant::now();
+    assert!(e["retry_after_ms"].as_u64() >= Some(2000), "{e}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The queue has a token again, but the wait this client was told of
+    // has not ended: refused again, with what is left of it.
+    let e = c
+        .err(json!({"type":"send","room":"r","body":"3"}), "overloaded")
+        .await;
+    let left = e["retry_after_ms"].as_u64().unwrap_or(0);
+    let told = 2000_u64.saturating_sub(u64::try_from(refused.elapsed().as_millis()).unwrap());
+    assert!(
+        (1..=told + 1).contains(&left),
+        "retry_after_ms {left}, {told} ms of the wait left: {e}"
+    );
+    let rejected: u64 = regulator_state(node.addr()).await["queues"]["send"]["rejected"]
+        .as_object()
+        .expect("rejected by reason")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(rejected, 1, "the queue was asked again");
+    // Another client is not refused for this one's wait.
+    other
+        .ok(json!({"type":"send","room":"r","body":"fine"}))
+        .await;
+    // Once the wait is over, sends are asked for again; nothing refused was
+    // stored.
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(refused.elapsed())).await;
+    c.ok(json!({"type":"send","room":"r","body":"4"})).await;
+    let h = c.ok(json!({"type":"history","room":"r"})).await;
+    let bodies: Vec<&str> = h["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["1", "fine", "4"]);
+}
+
+#[tokio::test]
 async fn retune_by_admin_endpoint_takes_effect_without_dropping_connections() {
     let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
     let addr = node.addr();

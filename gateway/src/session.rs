@@ -7,6 +7,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use dialtone_proto::{
     ErrorCode, Name, Ref, RoomName,
@@ -31,6 +33,20 @@ pub struct Session {
     /// Rooms joined, in join order; few per connection, so a Vec.
     rooms: Vec<RoomName>,
     max_body_bytes: usize,
+    /// The last refused send's answer and when its `retry_after_ms` ends:
+    /// sends before then get the same answer without asking the queue.
+    send_refused: Option<SendRefused>,
+}
+
+/// A send refusal that still stands (README, "Overload, as a client sees
+/// it"). The client was told to wait; a send before then would only be
+/// refused again, so the queue is not asked: under overload, the frames a
+/// client pipelines behind a refused send cost the node a parse and a reply
+/// each, not a queue decision, and none of them overtakes the refused one.
+#[derive(Clone, Copy)]
+struct SendRefused {
+    code: ErrorCode,
+    until: Instant,
 }
 
 /// What a request needs done, decided from the session state alone.
@@ -87,6 +103,7 @@ impl Session {
             user,
             rooms: Vec::new(),
             max_body_bytes,
+            send_refused: None,
         }
     }
 
@@ -100,6 +117,37 @@ impl Session {
 
     pub fn rooms(&self) -> &[RoomName] {
         &self.rooms
+    }
+
+    /// Refuses a send as the last one was while its wait has not ended.
+    fn send_refusal_stands(&mut self) -> Result<(), Failure> {
+        let Some(SendRefused { code, until }) = self.send_refused else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.send_refused = None;
+            return Ok(());
+        }
+        let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        Err(Failure::retry(
+            code,
+            "an earlier send was refused; wait `retry_after_ms` before sending again",
+            ms,
+        ))
+    }
+
+    /// Remembers a refused send's wait (see [`SendRefused`]).
+    fn send_refused(&mut self, f: &Failure) {
+        if let (ErrorCode::Overloaded | ErrorCode::RateLimited, Some(ms)) =
+            (f.code, f.retry_after_ms)
+            && let Some(until) = Instant::now().checked_add(Duration::from_millis(ms))
+        {
+            self.send_refused = Some(SendRefused {
+                code: f.code,
+                until,
+            });
+        }
     }
 
     fn me(&self) -> Result<&Name, Failure> {
@@ -331,6 +379,7 @@ impl Session {
                 cid,
                 to,
             } => {
+                self.send_refusal_stands()?;
                 if let Some(to) = &to
                     && !bus.user_known(to).await?
                 {
@@ -342,7 +391,8 @@ impl Session {
                     admission::SEND,
                     Ask::new().key(admission::user_key(&from)),
                 )
-                .await?;
+                .await
+                .inspect_err(|f| self.send_refused(f))?;
                 let started = std::time::Instant::now();
                 let sent = bus.send(room, from, body, cid).await?;
                 hot().send_stored.record(started.elapsed().as_secs_f64());
