@@ -3,6 +3,8 @@
 //! PROTOCOL.md. Parsing never panics and always keeps the `ref` it could read,
 //! so that even a malformed request gets an `error` the client can match.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -138,18 +140,23 @@ pub struct RequestFrame {
 }
 
 /// Every field any request may carry; unknown fields are ignored so that
-/// clients may add their own.
+/// clients may add their own. Fields that are only checked, not kept, borrow
+/// from the frame when they can (no escapes): a refused send under overload
+/// costs a parse, so each allocation saved counts.
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    ty: Option<String>,
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<Cow<'a, str>>,
     #[serde(rename = "ref")]
     r#ref: Option<Ref>,
-    user: Option<String>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
     password: Option<String>,
     token: Option<String>,
-    room: Option<String>,
-    to: Option<String>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    to: Option<Cow<'a, str>>,
     body: Option<String>,
     cid: Option<Ref>,
     after: Option<u64>,
@@ -159,8 +166,8 @@ struct Envelope {
 /// Parses one text message into a [`RequestFrame`].
 pub fn parse(text: &str) -> RequestFrame {
     match serde_json::from_str::<Envelope>(text) {
-        Ok(env) => {
-            let r#ref = env.r#ref.clone();
+        Ok(mut env) => {
+            let r#ref = env.r#ref.take();
             RequestFrame {
                 r#ref,
                 request: env.into_request(),
@@ -196,11 +203,11 @@ fn need<T>(v: Option<T>, field: &str) -> Result<T, Failure> {
     v.ok_or_else(|| Failure::bad_request(format!("missing field `{field}`")))
 }
 
-fn name(v: Option<String>, field: &str) -> Result<Name, Failure> {
+fn name(v: Option<Cow<'_, str>>, field: &str) -> Result<Name, Failure> {
     Name::parse(&need(v, field)?).map_err(|why| Failure::bad_request(format!("`{field}`: {why}")))
 }
 
-fn room(v: Option<String>) -> Result<RoomName, Failure> {
+fn room(v: Option<Cow<'_, str>>) -> Result<RoomName, Failure> {
     RoomName::parse(&need(v, "room")?).map_err(|why| Failure::bad_request(format!("`room`: {why}")))
 }
 
@@ -212,10 +219,10 @@ fn password(v: Option<String>) -> Result<String, Failure> {
     Ok(p)
 }
 
-impl Envelope {
+impl Envelope<'_> {
     fn into_request(self) -> Result<Request, Failure> {
         let ty = need(self.ty, "type")?;
-        Ok(match ty.as_str() {
+        Ok(match &*ty {
             "register" => Request::Register {
                 user: name(self.user, "user")?,
                 password: password(self.password)?,
