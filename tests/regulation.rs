@@ -147,6 +147,11 @@ async fn overloaded_send_holds_the_connection_for_retry_after_and_loses_nothing(
         held >= Duration::from_millis(1900),
         "answered after {held:?}, inside the hold"
     );
+    // And read again soon after it.
+    assert!(
+        held < Duration::from_millis(3000),
+        "answered after {held:?}, long past the hold"
+    );
     assert!(
         bystander < Duration::from_millis(1500),
         "bystander waited {bystander:?}"

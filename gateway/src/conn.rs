@@ -13,7 +13,7 @@
 use std::{
     future::poll_fn,
     panic::AssertUnwindSafe,
-    pin::Pin,
+    pin::{Pin, pin},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -176,8 +176,9 @@ impl Refusals {
 
     /// Everything fed is written: time the refusals among it.
     fn written(&mut self) {
+        let now = Instant::now();
         for (kind, waited, received) in self.0.drain(..) {
-            hot().refused(kind, waited, received.elapsed());
+            hot().refused(kind, waited, now.saturating_duration_since(received));
         }
     }
 }
@@ -286,15 +287,19 @@ async fn run(
             msg = ws.next(), if !held => {
                 heard = true;
                 match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
-                    Ok(hold_for) if !hold_for.is_zero() && !gw.cfg.max_hold.is_zero() => {
-                        timer = Some((Timer::Hold, Box::pin(sleep(hold_for.min(gw.cfg.max_hold)))));
-                    }
-                    Ok(_) => {}
+                    Ok(hold_for) => timer = hold(gw, hold_for),
                     Err(end) => return end,
                 }
             }
         }
     }
+}
+
+/// The hold that follows a batch whose `overloaded` sends advised waiting
+/// `hold_for` (none if that is zero or holds are off).
+fn hold(gw: &Gateway, hold_for: Duration) -> Option<(Timer, Pin<Box<Sleep>>)> {
+    (!hold_for.is_zero() && !gw.cfg.max_hold.is_zero())
+        .then(|| (Timer::Hold, Box::pin(sleep(hold_for.min(gw.cfg.max_hold)))))
 }
 
 /// A frame as the socket yields it.
@@ -317,8 +322,11 @@ fn answer<'a>(
         let mut msg = first;
         let mut answered = 0;
         let mut hold_for = Duration::ZERO;
+        // When the frames in hand were read: one clock read per batch, and
+        // again after a frame that waited.
+        let mut received = Instant::now();
         loop {
-            let received = Instant::now();
+            let read_at = received;
             let mut waited = false;
             let reply = match msg {
                 None => return Err(End::Gone),
@@ -327,8 +335,10 @@ fn answer<'a>(
                 }
                 Some(Err(_)) => return Err(End::Gone),
                 Some(Ok(Message::Text(t))) => {
-                    let mut handling = on_text(session, t.as_str(), gw, deliver);
-                    match (&mut handling).now_or_never() {
+                    // Not boxed: this future lives in `answer`'s box, and a
+                    // box per frame was a tenth of a refusal's cost.
+                    let mut handling = pin!(on_text(session, t.as_str(), gw, deliver));
+                    match handling.as_mut().now_or_never() {
                         Some(reply) => Some(reply),
                         None => {
                             // This one waits (a queue, a hash, the store):
@@ -340,7 +350,9 @@ fn answer<'a>(
                                 refusals.written();
                             }
                             waited = true;
-                            Some(handling.await)
+                            let reply = handling.await;
+                            received = Instant::now();
+                            Some(reply)
                         }
                     }
                 }
@@ -357,7 +369,7 @@ fn answer<'a>(
                     .await
                     .map_err(|()| End::Gone)?;
                 if let Some(kind) = reply.refused {
-                    refusals.push(kind, waited, received);
+                    refusals.push(kind, waited, read_at);
                 }
                 hold_for = hold_for.max(reply.hold.unwrap_or_default());
             }
@@ -384,18 +396,8 @@ fn answer<'a>(
 }
 
 /// Handles a text frame; a panic in the session logic answers `internal`
-/// for this request only, and the connection carries on. Boxed: the
-/// session's futures are the biggest part of the task (see the module docs).
-fn on_text<'a>(
-    session: &'a mut Session,
-    text: &'a str,
-    gw: &'a Gateway,
-    deliver: &'a Arc<dyn Deliver>,
-) -> BoxFuture<'a, Reply> {
-    Box::pin(on_text_inner(session, text, gw, deliver))
-}
-
-async fn on_text_inner(
+/// for this request only, and the connection carries on.
+async fn on_text(
     session: &mut Session,
     text: &str,
     gw: &Gateway,
