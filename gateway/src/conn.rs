@@ -335,8 +335,8 @@ fn answer<'a>(
                 }
                 Some(Err(_)) => return Err(End::Gone),
                 Some(Ok(Message::Text(t))) => {
-                    // Not boxed: this future lives in `answer`'s box, and a
-                    // box per frame was a tenth of a refusal's cost.
+                    // Not boxed: this future lives in `answer`'s box, so a
+                    // refused frame costs no allocation of its own here.
                     let mut handling = pin!(on_text(session, t.as_str(), gw, deliver));
                     match handling.as_mut().now_or_never() {
                         Some(reply) => Some(reply),

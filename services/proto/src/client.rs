@@ -433,6 +433,23 @@ mod tests {
     }
 
     #[test]
+    fn escaped_fields_mean_the_same_as_plain_ones() {
+        // Escapes cannot be borrowed from the frame: the envelope owns those.
+        assert_eq!(
+            parse(r#"{"type":"s\u0065nd","room":"r\u0031","body":"x","ref":"a"}"#),
+            parse(r#"{"type":"send","room":"r1","body":"x","ref":"a"}"#),
+        );
+        assert_eq!(
+            parse(r#"{"type":"send","to":"b\u006fb","body":"x"}"#).request,
+            Ok(Request::Send {
+                target: Target::User(Name::parse("bob").unwrap()),
+                body: "x".into(),
+                cid: None,
+            })
+        );
+    }
+
+    #[test]
     fn register_validates_user_and_password() {
         bad(r#"{"type":"register","user":"a b","password":"p"}"#);
         bad(r#"{"type":"register","user":"a","password":""}"#);
