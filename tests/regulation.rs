@@ -213,6 +213,13 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         .filter_map(Value::as_u64)
         .sum();
     assert_eq!(rejected, 1, "the queue was asked again");
+    // Counted by the gateway instead (the recorder is shared by the tests
+    // of this process, so at least this one).
+    let (_, _, metrics) = http_get(node.addr(), "/metrics", None).await;
+    assert!(
+        sample(&metrics, "dialtone_send_refusals_standing_total") >= 1.0,
+        "{metrics}"
+    );
     // Another client is not refused for this one's wait.
     other
         .ok(json!({"type":"send","room":"r","body":"fine"}))

@@ -130,6 +130,7 @@ impl Session {
             return Ok(());
         }
         let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        hot().standing_refusals.increment(1);
         Err(Failure::retry(
             code,
             "an earlier send was refused; wait `retry_after_ms` before sending again",

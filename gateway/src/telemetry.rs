@@ -20,6 +20,10 @@ pub const UPGRADES_REFUSED: &str = "dialtone_upgrades_refused_total";
 /// by `waited`: "false" for refusals at the door (the promise is 1 ms),
 /// "true" for requests that queued first (bounded by the queue's `max_wait`).
 pub const REFUSAL: &str = "dialtone_refusal_seconds";
+/// Sends refused because an earlier refusal's wait had not passed: the gateway
+/// answers those without asking the `send` queue, so the queue's `rejected`
+/// counts do not include them.
+pub const STANDING_REFUSALS: &str = "dialtone_send_refusals_standing_total";
 
 const FRAME_TYPES: [&str; 9] = [
     "register", "login", "join", "leave", "send", "history", "who", "ping", "invalid",
@@ -35,6 +39,7 @@ pub struct Hot {
     /// Per frame type: refused at the door, refused after a wait.
     refusals: Vec<[Histogram; 2]>,
     pub send_stored: Histogram,
+    pub standing_refusals: Counter,
     /// Mean and max delivery lag over the last sampling window (250 ms).
     pub delivery_lag_mean: Gauge,
     pub delivery_lag_max: Gauge,
@@ -96,6 +101,7 @@ pub fn hot() -> &'static Hot {
             })
             .collect(),
         send_stored: histogram!(SEND_STORED),
+        standing_refusals: counter!(STANDING_REFUSALS),
         delivery_lag_mean: gauge!(DELIVERY_LAG_MEAN),
         delivery_lag_max: gauge!(DELIVERY_LAG_MAX),
     })
