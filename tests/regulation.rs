@@ -206,6 +206,15 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         (1..=told + 1).contains(&left),
         "retry_after_ms {left}, {told} ms of the wait left: {e}"
     );
+    // Checked before the rest of the frame: a send that is wrong in other
+    // ways is refused the same way while the wait stands...
+    c.err(
+        json!({"type":"send","room":"not joined","body":"x"}),
+        "overloaded",
+    )
+    .await;
+    // ...and other requests are answered as usual.
+    c.ok(json!({"type":"ping"})).await;
     let rejected: u64 = regulator_state(node.addr()).await["queues"]["send"]["rejected"]
         .as_object()
         .expect("rejected by reason")

@@ -403,6 +403,9 @@ async fn on_text(
     gw: &Gateway,
     deliver: &Arc<dyn Deliver>,
 ) -> Reply {
+    if let Some(refused) = session.refuse_standing(text) {
+        return refused;
+    }
     let frame = client::parse(text);
     let r#ref = frame.r#ref.clone();
     let handled = AssertUnwindSafe(async {

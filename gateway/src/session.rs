@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use dialtone_proto::{
     ErrorCode, Name, Ref, RoomName,
-    client::{Credentials, Request, RequestFrame, Target},
+    client::{self, Credentials, Request, RequestFrame, Target},
     codes::Failure,
     server,
 };
@@ -308,16 +308,24 @@ impl Session {
                 hot().frame_out(reply_kind);
                 Reply::from(bytes)
             }
-            Err(f) => Reply {
-                refused: matches!(f.code, ErrorCode::Overloaded | ErrorCode::RateLimited)
-                    .then_some(kind),
-                hold: match (f.code, kind, f.retry_after_ms) {
-                    (ErrorCode::Overloaded, "send", Some(ms)) => Some(Duration::from_millis(ms)),
-                    _ => None,
-                },
-                frame: error_reply(r#ref.as_ref(), &f),
-            },
+            Err(f) => Reply::failed(kind, r#ref.as_ref(), &f),
         }
+    }
+
+    /// Answers a `send` at once while an earlier send's refusal stands,
+    /// from the frame's `type` and `ref` alone; `None` for anything else,
+    /// which [`Session::handle`] then answers. Under overload nearly every
+    /// frame a node reads is such a send, and building the whole request
+    /// only to refuse it was most of what a refusal cost in user space.
+    pub fn refuse_standing(&mut self, text: &str) -> Option<Reply> {
+        self.send_refused?;
+        let head = client::head(text)?;
+        if head.ty.as_deref() != Some("send") {
+            return None;
+        }
+        let f = self.send_refusal_stands().err()?;
+        hot().frame_in("send");
+        Some(Reply::failed("send", head.r#ref.as_ref(), &f))
     }
 
     async fn execute(
@@ -438,6 +446,21 @@ pub struct Reply {
     /// refusal per frame would cost the node a third of the send it saves;
     /// frames that arrive meanwhile are read and answered in one batch.
     pub hold: Option<Duration>,
+}
+
+impl Reply {
+    /// The `error` reply to a `kind` request that failed with `f`.
+    fn failed(kind: &'static str, r#ref: Option<&Ref>, f: &Failure) -> Self {
+        Reply {
+            refused: matches!(f.code, ErrorCode::Overloaded | ErrorCode::RateLimited)
+                .then_some(kind),
+            hold: match (f.code, kind, f.retry_after_ms) {
+                (ErrorCode::Overloaded, "send", Some(ms)) => Some(Duration::from_millis(ms)),
+                _ => None,
+            },
+            frame: error_reply(r#ref, f),
+        }
+    }
 }
 
 impl From<Bytes> for Reply {

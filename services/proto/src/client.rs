@@ -163,6 +163,21 @@ struct Envelope<'a> {
     limit: Option<u64>,
 }
 
+/// A frame's `type` and `ref` alone: what a refusal needs.
+#[derive(Deserialize)]
+pub struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    pub ty: Option<Cow<'a, str>>,
+    #[serde(rename = "ref")]
+    pub r#ref: Option<Ref>,
+}
+
+/// Reads only `type` and `ref` (the other fields are skipped, not built);
+/// `None` when the frame is not a JSON object with them well-typed.
+pub fn head(text: &str) -> Option<Head<'_>> {
+    serde_json::from_str(text).ok()
+}
+
 /// Parses one text message into a [`RequestFrame`].
 pub fn parse(text: &str) -> RequestFrame {
     match serde_json::from_str::<Envelope>(text) {
@@ -430,6 +445,20 @@ mod tests {
         bad(r#"{"type":"send","room":"r"}"#);
         bad(r#"{"type":"send","room":"bad room","body":"x"}"#);
         bad(r#"{"type":"send","room":"r","body":"x","cid":""}"#);
+    }
+
+    #[test]
+    fn head_reads_type_and_ref_and_skips_the_rest() {
+        let h = head(r#"{"body":{"any":[1,"x"]},"type":"send","ref":"a","room":"bad room"}"#)
+            .expect("a JSON object");
+        assert_eq!(h.ty.as_deref(), Some("send"));
+        assert_eq!(h.r#ref, Some(Ref::Str("a".into())));
+        assert!(head(r#"{"type":"ping"}"#).is_some_and(|h| h.r#ref.is_none()));
+        assert!(head("not json").is_none());
+        assert!(
+            head(r#"{"type":5}"#).is_none(),
+            "a type that is not a string"
+        );
     }
 
     #[test]
