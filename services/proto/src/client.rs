@@ -318,7 +318,7 @@ mod tests {
         let f = parse(text);
         let e = f.request.expect_err("must be rejected");
         assert_eq!(e.code, ErrorCode::BadRequest);
-        (f.r#ref, e.message)
+        (f.r#ref, e.message.into_owned())
     }
 
     #[test]

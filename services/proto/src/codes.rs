@@ -1,6 +1,6 @@
 //! Error codes and close codes, exactly the closed sets of PROTOCOL.md.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 /// The closed set of `error.code` values. Adding one is a protocol change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,12 +78,14 @@ impl CloseCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub code: ErrorCode,
-    pub message: String,
+    /// Mostly fixed text: borrowed then, so that a refusal under overload
+    /// allocates no message.
+    pub message: Cow<'static, str>,
     pub retry_after_ms: Option<u64>,
 }
 
 impl Failure {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -92,7 +94,11 @@ impl Failure {
     }
 
     /// `overloaded` or `unavailable` always carry `retry_after_ms`.
-    pub fn retry(code: ErrorCode, message: impl Into<String>, retry_after_ms: u64) -> Self {
+    pub fn retry(
+        code: ErrorCode,
+        message: impl Into<Cow<'static, str>>,
+        retry_after_ms: u64,
+    ) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -100,7 +106,7 @@ impl Failure {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Failure::new(ErrorCode::BadRequest, message)
     }
 
