@@ -3,6 +3,8 @@
 //! rejection becomes the protocol's answer at once: `overloaded` with
 //! `retry_after_ms`, or `rate_limited` for the user's own send rate.
 
+use std::time::Duration;
+
 use dialtone_proto::{ErrorCode, Name, codes::Failure};
 use regulator::{Permit, Reason, Regulator, Rejected, Request};
 
@@ -12,11 +14,17 @@ pub const REGISTER: &str = "register";
 pub const SEND: &str = "send";
 pub const HISTORY: &str = "history";
 
+/// A wait as `retry_after_ms`: rounded up, so that a client that waits
+/// exactly that long has waited long enough, and at least 1.
+pub fn retry_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// Maps a rejection to the one protocol error it means.
 pub fn failure(queue: &str, r: &Rejected) -> Failure {
-    let ms = u64::try_from(r.retry_after.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
+    let ms = retry_ms(r.retry_after);
     match r.reason {
         Reason::KeyRate => Failure::retry(ErrorCode::RateLimited, "you are sending too fast", ms),
         reason => Failure::retry(
@@ -48,7 +56,14 @@ pub async fn admit(regulator: &Regulator, queue: &str, req: Request) -> Result<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn retry_hints_round_up_to_whole_milliseconds() {
+        assert_eq!(retry_ms(Duration::ZERO), 1);
+        assert_eq!(retry_ms(Duration::from_micros(10)), 1);
+        assert_eq!(retry_ms(Duration::from_micros(1_001)), 2);
+        assert_eq!(retry_ms(Duration::from_millis(2_000)), 2_000);
+    }
 
     #[test]
     fn key_rate_is_rate_limited_and_everything_else_overloaded() {

@@ -129,12 +129,11 @@ impl Session {
             self.send_refused = None;
             return Ok(());
         }
-        let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         hot().standing_refusals.increment(1);
         Err(Failure::retry(
             code,
             "an earlier send was refused; wait `retry_after_ms` before sending again",
-            ms,
+            admission::retry_ms(left),
         ))
     }
 
@@ -314,7 +313,9 @@ impl Session {
 
     /// Answers a `send` at once while an earlier send's refusal stands,
     /// from the frame's `type` and `ref` alone; `None` for anything else,
-    /// which [`Session::handle`] then answers. Under overload nearly every
+    /// which [`Session::handle`] then answers. Call it before parsing: it
+    /// is the one place the standing refusal is applied (a frame it cannot
+    /// read as a send is no valid send for `handle` either). Under overload nearly every
     /// frame a node reads is such a send; not building the whole request
     /// only to refuse it carried 8 % more sends at 10x (docs/OVERLOAD.md).
     pub fn refuse_standing(&mut self, text: &str) -> Option<Reply> {
@@ -388,7 +389,6 @@ impl Session {
                 cid,
                 to,
             } => {
-                self.send_refusal_stands()?;
                 if let Some(to) = &to
                     && !bus.user_known(to).await?
                 {
