@@ -15,7 +15,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::{Pin, pin},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio_tungstenite::tungstenite::{
@@ -45,7 +45,7 @@ use dialtone_proto::{
 };
 use dialtone_store::bus::Deliver;
 use futures_util::{FutureExt, SinkExt, StreamExt, future::BoxFuture};
-use tokio::time::{Sleep, sleep, timeout};
+use tokio::time::{Instant, Sleep, sleep, timeout};
 
 use crate::{
     drain::{ConnGuard, Phase},
@@ -337,7 +337,7 @@ fn answer<'a>(
                 Some(Ok(Message::Text(t))) => {
                     // Not boxed: this future lives in `answer`'s box, so a
                     // refused frame costs no allocation of its own here.
-                    let mut handling = pin!(on_text(session, t.as_str(), gw, deliver));
+                    let mut handling = pin!(on_text(session, t.as_str(), read_at, gw, deliver));
                     match handling.as_mut().now_or_never() {
                         Some(reply) => Some(reply),
                         None => {
@@ -400,10 +400,11 @@ fn answer<'a>(
 async fn on_text(
     session: &mut Session,
     text: &str,
+    read_at: Instant,
     gw: &Gateway,
     deliver: &Arc<dyn Deliver>,
 ) -> Reply {
-    if let Some(refused) = session.refuse_standing(text) {
+    if let Some(refused) = session.refuse_standing(text, read_at) {
         return refused;
     }
     let frame = client::parse(text);

@@ -120,11 +120,11 @@ impl Session {
     }
 
     /// Refuses a send as the last one was while its wait has not ended.
-    fn send_refusal_stands(&mut self) -> Result<(), Failure> {
+    fn send_refusal_stands(&mut self, now: Instant) -> Result<(), Failure> {
         let Some(SendRefused { code, until }) = self.send_refused else {
             return Ok(());
         };
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(now);
         if left.is_zero() {
             self.send_refused = None;
             return Ok(());
@@ -318,13 +318,14 @@ impl Session {
     /// read as a send is no valid send for `handle` either). Under overload nearly every
     /// frame a node reads is such a send; not building the whole request
     /// only to refuse it carried 8 % more sends at 10x (docs/OVERLOAD.md).
-    pub fn refuse_standing(&mut self, text: &str) -> Option<Reply> {
+    /// `read_at` is when the frame was read: one clock read serves a batch.
+    pub fn refuse_standing(&mut self, text: &str, read_at: Instant) -> Option<Reply> {
         self.send_refused?;
         let head = client::head(text)?;
         if head.ty.as_deref() != Some("send") {
             return None;
         }
-        let f = self.send_refusal_stands().err()?;
+        let f = self.send_refusal_stands(read_at).err()?;
         hot().frame_in("send");
         Some(Reply::failed("send", head.r#ref.as_ref(), &f))
     }

@@ -7,9 +7,15 @@ use serde::Serialize;
 use crate::{client::Ref, codes::Failure};
 
 fn encode<T: Serialize>(frame: &T) -> Bytes {
+    // Room for a typical reply (an `error` with its message is ~190 bytes):
+    // growing from empty reallocated five times per refusal.
+    let mut out = Vec::with_capacity(256);
     // Serialising these plain structs cannot fail: no maps with non-string
     // keys, no custom Serialize impls that error.
-    Bytes::from(serde_json::to_vec(frame).unwrap_or_default())
+    match serde_json::to_writer(&mut out, frame) {
+        Ok(()) => Bytes::from(out),
+        Err(_) => Bytes::new(),
+    }
 }
 
 #[derive(Serialize)]
