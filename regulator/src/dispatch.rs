@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::config::Discipline;
+use crate::feedback::modifier::Damping;
 use crate::gcra::Nanos;
 use crate::limits::{Block, UNLIMITED};
 use crate::permit::Permit;
@@ -128,7 +129,7 @@ impl Shared {
         let now = self.clock.now();
         let mut st = self.lock();
         let mut latency = None;
-        let mut factor = 1.0_f64;
+        let mut damping = Damping::NONE;
         let admitted = self.stats.admitted.load(Ordering::Relaxed);
         let rate = st.cfg.rate_per_sec;
         let throughput = st.throughput.tick(now, admitted, rate);
@@ -140,7 +141,8 @@ impl Shared {
                 lookup(&cfg.sampler)
             };
             let was_unreachable = m.unreachable;
-            factor = factor.min(m.update(cfg, value, now, throughput));
+            m.update(cfg, value, now, throughput);
+            damping = damping.min(m.damping(rate.is_some()));
             // Once per episode: the operator's target cannot be met by shedding.
             match (was_unreachable, m.unreachable, &cfg.track) {
                 (false, true, Some(t)) => tracing::warn!(
@@ -155,15 +157,15 @@ impl Shared {
                 _ => {}
             }
         }
-        if factor != st.factor {
-            let from = st.factor;
-            st.factor = factor;
+        if damping != st.damping {
+            let from = std::mem::replace(&mut st.damping, damping);
+            let (rate, concurrency) = (damping.rate, damping.concurrency);
             // A tracking modifier moves the factor every tick: log the start
             // and the end of damping, the steps in between only at debug.
-            if from == 1.0 || factor == 1.0 {
-                tracing::info!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
+            if from == Damping::NONE || damping == Damping::NONE {
+                tracing::info!(queue = %self.name(), rate, concurrency, "regulator limits damping changed");
             } else {
-                tracing::debug!(queue = %self.name(), from, to = factor, "regulator limits damping changed");
+                tracing::debug!(queue = %self.name(), rate, concurrency, "regulator limits damping changed");
             }
             self.apply_limits(&st, now);
             self.dispatch(&mut st, now, now);
@@ -174,7 +176,7 @@ impl Shared {
             st.waiters.len(),
             self.limits.in_flight(),
             (conc != UNLIMITED).then_some(conc),
-            st.cfg.rate_per_sec.map(|r| r * st.factor),
+            st.cfg.rate_per_sec.map(|r| r * st.damping.rate),
         );
     }
 
@@ -208,7 +210,7 @@ impl Shared {
             "config": st.cfg,
             "limits": {
                 "enabled": st.cfg.enabled,
-                "rate_per_sec": st.cfg.enabled.then(|| st.cfg.rate_per_sec.map(|r| r * st.factor)).flatten(),
+                "rate_per_sec": st.cfg.enabled.then(|| st.cfg.rate_per_sec.map(|r| r * st.damping.rate)).flatten(),
                 "burst": st.cfg.burst,
                 "max_concurrency": (conc != UNLIMITED).then_some(conc),
                 "adaptive_limit": st.adaptive.as_ref().map(|a| a.limit()),
@@ -217,7 +219,8 @@ impl Shared {
                 "max_wait_ms": st.cfg.max_wait_ms,
                 "discipline": st.cfg.discipline,
                 "group": st.cfg.group,
-                "factor": st.factor,
+                "factor": st.damping.rate,
+                "concurrency_factor": st.damping.concurrency,
             },
             "modifiers": active,
             "queue_length": st.waiters.len(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::codel::Codel;
 use crate::config::QueueConfig;
 use crate::feedback::adaptive::AdaptiveLimit;
-use crate::feedback::modifier::ModifierState;
+use crate::feedback::modifier::{Damping, ModifierState};
 use crate::feedback::sampler::LatencySampler;
 use crate::feedback::throughput::Throughput;
 use crate::gcra::{Clock, Nanos};
@@ -46,8 +46,8 @@ pub(crate) struct State {
     pub(crate) rt: Option<tokio::runtime::Handle>,
     /// Since when the queue has been non-empty (adaptive LIFO).
     pub(crate) nonempty_since: Option<Nanos>,
-    /// Damping in force (product of modifiers: their minimum).
-    pub(crate) factor: f64,
+    /// Damping in force (over several modifiers, the strongest).
+    pub(crate) damping: Damping,
     pub(crate) mods: Vec<ModifierState>,
     pub(crate) adaptive: Option<AdaptiveLimit>,
     /// Admitted throughput over the last feedback ticks.
@@ -93,7 +93,7 @@ impl Shared {
                 timer_at: None,
                 rt: None,
                 nonempty_since: None,
-                factor: 1.0,
+                damping: Damping::NONE,
                 mods: Vec::new(),
                 throughput: Throughput::default(),
                 adaptive: None,
@@ -187,10 +187,10 @@ impl Shared {
             (None, max) => max,
         };
         let eff = base.map_or(UNLIMITED, |c| {
-            ((f64::from(c) * st.factor).floor() as u64).max(1)
+            ((f64::from(c) * st.damping.concurrency).floor() as u64).max(1)
         });
         l.concurrency.store(eff, Ordering::Release);
-        let rate = st.cfg.rate_per_sec.map(|r| r * st.factor);
+        let rate = st.cfg.rate_per_sec.map(|r| r * st.damping.rate);
         l.rate.set(rate, st.cfg.burst, now);
         self.stats.limits((eff != UNLIMITED).then_some(eff), rate);
     }
@@ -208,7 +208,7 @@ impl Shared {
             .retune(cfg.codel_target_ms * MS, cfg.codel_interval_ms * MS);
         if st.cfg.modifiers != cfg.modifiers || st.mods.len() != cfg.modifiers.len() {
             st.mods = cfg.modifiers.iter().map(|_| ModifierState::new()).collect();
-            st.factor = 1.0;
+            st.damping = Damping::NONE;
         }
         if st.cfg.adaptive != cfg.adaptive || st.adaptive.is_none() != cfg.adaptive.is_none() {
             st.adaptive = cfg.adaptive.clone().map(AdaptiveLimit::new);

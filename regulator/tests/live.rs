@@ -261,6 +261,74 @@ async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
     assert!((45..=55).contains(&surge), "200/s for 250 ms: {surge}");
 }
 
+/// The tracked factor is a share of the admitted rate: with a rate it damps
+/// the rate and leaves concurrency (an adaptive limit of 64 once fell to 1);
+/// steps damp both; without a rate the tracking damps concurrency.
+#[tokio::test(start_paused = true)]
+async fn tracking_damps_the_rate_and_leaves_the_concurrency_limit() {
+    let adaptive = AdaptiveConfig {
+        initial_limit: 64,
+        min_limit: 8,
+        ..AdaptiveConfig::default()
+    };
+    let (r, q, lag) = tracking_lag(QueueConfig {
+        rate_per_sec: Some(1000.0),
+        max_concurrency: Some(4096),
+        adaptive: Some(adaptive.clone()),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    r.feedback_tick();
+    demand_tick(&r, &q, 100).await;
+    lag.set(500.0);
+    for _ in 0..20 {
+        demand_tick(&r, &q, 100).await;
+    }
+    let snap = q.snapshot();
+    let tracked = snap["modifiers"][0]["tracked"].as_f64().unwrap();
+    assert!(tracked < 0.05, "cut far down: {snap}");
+    assert_eq!(snap["limits"]["factor"], tracked);
+    assert_eq!(snap["limits"]["rate_per_sec"], 1000.0 * tracked);
+    assert_eq!(snap["limits"]["concurrency_factor"], 1.0);
+    assert_eq!(q.concurrency_limit(), Some(64), "the adaptive limit stands");
+
+    // A step on the same queue damps both.
+    r.retune(
+        "q",
+        QueueConfig {
+            rate_per_sec: Some(1000.0),
+            max_concurrency: Some(4096),
+            adaptive: Some(adaptive),
+            max_size: 0,
+            modifiers: vec![ModifierConfig {
+                sampler: "lag".into(),
+                steps: vec![Step {
+                    above: 100.0,
+                    for_ms: 0,
+                    factor: 0.5,
+                }],
+                track: None,
+            }],
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(32));
+    assert_eq!(q.snapshot()["limits"]["rate_per_sec"], 500.0);
+
+    // Without a rate, tracking has only concurrency to damp.
+    let (r, q, lag) = tracking_lag(QueueConfig {
+        max_concurrency: Some(100),
+        max_size: 0,
+        ..QueueConfig::default()
+    });
+    r.feedback_tick();
+    lag.set(500.0);
+    r.feedback_tick();
+    assert_eq!(q.concurrency_limit(), Some(80), "0.8 x its own factor");
+}
+
 /// One 250 ms feedback tick with `per_sec` asks spread evenly over it, each
 /// permit dropped at once.
 async fn demand_tick(r: &Regulator, q: &regulator::Queue, per_sec: u64) {

@@ -1,6 +1,7 @@
 //! Step tables: from a sampler value to a damping factor (jobs' modifiers).
 //!
-//! A factor in (0, 1] multiplies a queue's configured rate and concurrency.
+//! A step's factor in (0, 1] multiplies a queue's configured rate and
+//! concurrency.
 //! The strongest step whose threshold is exceeded, and whose `for_ms` the
 //! overload has lasted, wins; several modifiers on one queue combine by taking
 //! the smallest factor. When the value falls back to or below every threshold
@@ -21,6 +22,13 @@
 //! throughput. Under that ceiling it follows the demand (up at most
 //! `headroom`-fold a tick); after a cut it grows by `increase` until the
 //! demand falls below the ceiling again.
+//!
+//! The tracked factor is a share of the admitted *rate*, so on a queue with
+//! a rate it damps the rate alone ([`Damping`]). Scaling a concurrency limit
+//! by it means nothing: an adaptive limit of 64 under a tracked 0.01 became
+//! one job in flight, and the node's sends fell to a fifth
+//! (docs/OVERLOAD.md). Without a rate it damps concurrency, the one limit
+//! there is.
 
 use serde::Serialize;
 
@@ -32,7 +40,8 @@ use crate::gcra::Nanos;
 pub struct ModifierState {
     /// Last sampled value.
     pub value: Option<f64>,
-    /// Factor currently applied by this modifier.
+    /// Factor currently applied by this modifier (the smaller of its steps'
+    /// and its tracking's).
     pub factor: f64,
     /// How long the overload has lasted, in ms (0 when not overloaded).
     pub overloaded_for_ms: u64,
@@ -46,6 +55,9 @@ pub struct ModifierState {
     /// Since when the tracking has sat at `min_factor` above target.
     #[serde(skip)]
     floored_since: Option<Nanos>,
+    /// The steps' factor alone.
+    #[serde(skip)]
+    stepped: f64,
     #[serde(skip)]
     since: Option<Nanos>,
     /// The tracking's last cut while above target: value and time.
@@ -64,6 +76,7 @@ impl ModifierState {
         Self {
             factor: 1.0,
             tracked: 1.0,
+            stepped: 1.0,
             following: true,
             ..Self::default()
         }
@@ -95,10 +108,19 @@ impl ModifierState {
                 .floored_since
                 .is_some_and(|since| now.saturating_sub(since) >= UNREACHABLE_AFTER);
         }
-        let stepped = self.steps(cfg, value, now);
+        self.stepped = self.steps(cfg, value, now);
         self.value = value;
-        self.factor = stepped.min(self.tracked);
+        self.factor = self.stepped.min(self.tracked);
         self.factor
+    }
+
+    /// What this modifier multiplies, on a queue with or without a rate
+    /// (see the module docs).
+    pub(crate) fn damping(&self, has_rate: bool) -> Damping {
+        Damping {
+            rate: self.factor,
+            concurrency: if has_rate { self.stepped } else { self.factor },
+        }
     }
 
     /// One tracking step from the new value taken at `now` and the admitted
@@ -166,6 +188,29 @@ impl ModifierState {
             .filter(|s| v > s.above && lasted >= s.for_ms)
             .map(|s| s.factor)
             .fold(1.0, f64::min)
+    }
+}
+
+/// The factors in force on a queue's configured rate and concurrency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Damping {
+    pub(crate) rate: f64,
+    pub(crate) concurrency: f64,
+}
+
+impl Damping {
+    /// The configured limits as they are.
+    pub(crate) const NONE: Damping = Damping {
+        rate: 1.0,
+        concurrency: 1.0,
+    };
+
+    /// Several modifiers: the strongest damping of each limit.
+    pub(crate) fn min(self, other: Damping) -> Damping {
+        Damping {
+            rate: self.rate.min(other.rate),
+            concurrency: self.concurrency.min(other.concurrency),
+        }
     }
 }
 
