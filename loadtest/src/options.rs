@@ -24,6 +24,8 @@ pub enum Profile {
     LoginStorm,
     /// After --drop-after every connection drops at once, reconnects and catches up with history: is anything lost?
     ReconnectStorm,
+    /// The rate at each of --multiples x --rate (the node's capacity per user), each held --settle and then measured for --step-time: does goodput hold past capacity?
+    Overload,
 }
 
 impl Profile {
@@ -37,6 +39,7 @@ impl Profile {
             Self::ConnectStorm => "connect-storm",
             Self::LoginStorm => "login-storm",
             Self::ReconnectStorm => "reconnect-storm",
+            Self::Overload => "overload",
         }
     }
 }
@@ -104,7 +107,7 @@ pub struct Options {
     #[arg(long, default_value_t = 5.0)]
     pub spike_factor: f64,
 
-    /// stress: how long each step lasts.
+    /// stress and overload: how long each step lasts (overload: is measured).
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub step_time: Duration,
 
@@ -115,6 +118,21 @@ pub struct Options {
     /// stress: most steps to try.
     #[arg(long, default_value_t = 10)]
     pub max_steps: usize,
+
+    /// overload: the rates to offer, as multiples of --rate (set --rate to
+    /// the node's capacity per user, e.g. the knee `stress` found).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10")]
+    pub multiples: Vec<f64>,
+
+    /// overload: time at each rate before it is measured (--step-time), so
+    /// that backlogs and feedback settle and each step reports a steady state.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub settle: Duration,
+
+    /// overload: fail the run when the goodput (oks/s) at a multiple falls
+    /// below this share of the first multiple's (0.9 = 90 %).
+    #[arg(long)]
+    pub min_goodput_share: Option<f64>,
 
     /// reconnect-storm: when (after every user joined) all connections drop at once.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]

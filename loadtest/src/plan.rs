@@ -26,12 +26,16 @@ pub struct ProfilePlan {
     pub drop_at: Option<Duration>,
     /// Stress: judge each segment separately and stop at the first failure.
     pub stepwise: bool,
+    /// Overload: the measured segments (index into the rate plan's) and
+    /// their multiple of the base rate.
+    pub multiples: Vec<(usize, f64)>,
 }
 
 impl ProfilePlan {
     /// The plan of `opts.profile`.
     pub fn of(opts: &Options) -> Self {
         let rate = opts.rate;
+        let mut multiples = Vec::new();
         let (rates, stepwise) = match opts.profile {
             Profile::Peak => (
                 RatePlan::from_steps(&[
@@ -52,6 +56,21 @@ impl ProfilePlan {
                     .map(|(i, n)| (n.as_str(), rate + step * i as f64, opts.step_time))
                     .collect();
                 (RatePlan::from_steps(&steps), true)
+            }
+            Profile::Overload => {
+                // Per multiple a settling segment, then the measured one.
+                let names: Vec<(String, String)> = opts
+                    .multiples
+                    .iter()
+                    .map(|m| (format!("{m}x settle"), format!("{m}x")))
+                    .collect();
+                let mut steps = Vec::new();
+                for ((settle, measured), &m) in names.iter().zip(&opts.multiples) {
+                    steps.push((settle.as_str(), rate * m, opts.settle));
+                    multiples.push((steps.len(), m));
+                    steps.push((measured.as_str(), rate * m, opts.step_time));
+                }
+                (RatePlan::from_steps(&steps), false)
             }
             Profile::Soak => {
                 // Thirds, so the report compares the start with the end.
@@ -84,6 +103,7 @@ impl ProfilePlan {
             password_login: opts.profile == Profile::LoginStorm,
             drop_at: (opts.profile == Profile::ReconnectStorm).then_some(opts.drop_after),
             stepwise,
+            multiples,
             rates,
         }
     }
@@ -140,6 +160,46 @@ mod tests {
         let rates: Vec<f64> = p.rates.segments.iter().map(|s| s.rate).collect();
         assert_eq!(rates, vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(p.rates.end, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn overload_settles_then_measures_each_multiple_of_the_rate() {
+        let p = ProfilePlan::of(&opts(&[
+            "overload",
+            "--rate",
+            "0.5",
+            "--multiples",
+            "1,4",
+            "--settle",
+            "2s",
+            "--step-time",
+            "5s",
+        ]));
+        assert!(!p.stepwise, "every multiple runs, none stops the run");
+        let segs: Vec<(&str, f64)> = p
+            .rates
+            .segments
+            .iter()
+            .map(|s| (s.name.as_str(), s.rate))
+            .collect();
+        assert_eq!(
+            segs,
+            vec![
+                ("1x settle", 0.5),
+                ("1x", 0.5),
+                ("4x settle", 2.0),
+                ("4x", 2.0)
+            ]
+        );
+        assert_eq!(p.multiples, vec![(1, 1.0), (3, 4.0)]);
+        assert_eq!(p.rates.end, Duration::from_secs(14));
+        let p = ProfilePlan::of(&opts(&["overload"]));
+        let ms: Vec<f64> = p.multiples.iter().map(|m| m.1).collect();
+        assert_eq!(
+            ms,
+            vec![1.0, 2.0, 5.0, 10.0],
+            "the issue's curve by default"
+        );
     }
 
     #[test]

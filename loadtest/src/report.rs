@@ -193,6 +193,21 @@ pub fn console(s: &Summary) -> String {
             }
         );
     }
+    for c in &s.curve {
+        let _ = writeln!(
+            o,
+            "overload {:>5}x offered {:>8.1}/s goodput {:>8.1}/s ({:>5.1} % of {}x) refused {:.1}% send->ok p50 {:.0} p99 {:.0} ms delivery p99 {:.0} ms",
+            c.multiple,
+            c.phase.offered_per_s,
+            c.phase.achieved_per_s,
+            c.goodput_share * 100.0,
+            s.curve[0].multiple,
+            c.phase.error_rate * 100.0,
+            c.phase.send_ok.p50_ms,
+            c.phase.send_ok.p99_ms,
+            c.phase.delivery.p99_ms,
+        );
+    }
     let r = &s.resources;
     if let Some(g) = r.loadgen_cpu_cores_mean {
         let _ = write!(o, "cpu while sending: load generator {g:.2} cores");

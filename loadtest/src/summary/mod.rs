@@ -39,6 +39,38 @@ pub struct PhaseSummary {
     pub passed: Option<bool>,
 }
 
+/// Overload: one measured rate of the curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    /// The rate as a multiple of `--rate`.
+    pub multiple: f64,
+    /// Its goodput (oks/s) as a share of the first multiple's.
+    pub goodput_share: f64,
+    /// The measured segment (its settling segment is left out).
+    #[serde(flatten)]
+    pub phase: PhaseSummary,
+}
+
+/// The measured segments of an overload run, each against the first.
+fn curve(multiples: &[(usize, f64)], phases: &[PhaseSummary]) -> Vec<CurvePoint> {
+    let points: Vec<(f64, &PhaseSummary)> = multiples
+        .iter()
+        .filter_map(|&(i, m)| Some((m, phases.get(i)?)))
+        .collect();
+    let base = points
+        .first()
+        .map(|(_, p)| p.achieved_per_s)
+        .filter(|b| *b > 0.0);
+    points
+        .into_iter()
+        .map(|(multiple, p)| CurvePoint {
+            multiple,
+            goodput_share: base.map_or(0.0, |b| p.achieved_per_s / b),
+            phase: p.clone(),
+        })
+        .collect()
+}
+
 /// Overload signals the server sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overload {
@@ -130,6 +162,8 @@ pub struct Summary {
     pub phases: Vec<PhaseSummary>,
     /// Stress: the highest step that met the limits.
     pub knee: Option<PhaseSummary>,
+    /// Overload: goodput and latency at each multiple of the rate.
+    pub curve: Vec<CurvePoint>,
     /// Peak: seconds after the spike until p99 delivery was back near baseline.
     pub recovery_s: Option<f64>,
     /// CPU and memory of the generator and the node.
@@ -318,6 +352,7 @@ impl Summary {
             overload,
             connections,
             close_codes,
+            curve: curve(&run.plan.multiples, &phases),
             phases,
             knee,
             recovery_s: recovery,
@@ -334,6 +369,7 @@ impl Summary {
             run.opts.max_p99_send_ms,
             run.opts.error_rate_limit(),
         );
+        s.judge_curve(run.plan.multiples.len(), run.opts.min_goodput_share);
         s
     }
 }
@@ -431,6 +467,63 @@ mod tests {
         assert_eq!(s.checks.len(), 2);
         assert!(!s.checks[0].passed, "p99 99 ms > 50 ms");
         assert!(s.checks[1].passed);
+    }
+
+    fn phase(name: &str, achieved_per_s: f64) -> PhaseSummary {
+        PhaseSummary {
+            name: name.into(),
+            start_s: 0.0,
+            end_s: 1.0,
+            rate_per_user: 1.0,
+            offered_per_s: 4.0,
+            achieved_per_s,
+            error_rate: 0.0,
+            delivery: LatencySummary::default(),
+            send_ok: LatencySummary::default(),
+            passed: None,
+        }
+    }
+
+    #[test]
+    fn overload_compares_each_measured_rate_with_the_first() {
+        let phases = [
+            phase("1x settle", 50.0),
+            phase("1x", 100.0),
+            phase("4x settle", 10.0),
+            phase("4x", 80.0),
+        ];
+        let c = curve(&[(1, 1.0), (3, 4.0)], &phases);
+        assert_eq!(c.len(), 2, "settling segments are left out");
+        assert_eq!((c[0].multiple, c[0].goodput_share), (1.0, 1.0));
+        assert_eq!((c[1].phase.name.as_str(), c[1].multiple), ("4x", 4.0));
+        assert!((c[1].goodput_share - 0.8).abs() < 1e-12);
+
+        let run = run_with(
+            Profile::Overload,
+            &["--multiples", "1,4", "--min-goodput-share", "0.9"],
+        );
+        run.c.sent.store(10, Ordering::Relaxed);
+        let mut s = Summary::build(&run, &collected(), extra());
+        assert!(
+            s.failures
+                .iter()
+                .any(|f| f.contains("0 of 2 rates measured")),
+            "a run cut short fails: {:?}",
+            s.failures
+        );
+        s.curve = c;
+        s.failures.clear();
+        s.judge_curve(2, Some(0.9));
+        assert!(!s.passed);
+        assert_eq!(s.checks.len(), 1);
+        assert_eq!(s.checks[0].rule, "goodput at 4x >= 0.9 x goodput at 1x");
+        assert!(!s.checks[0].passed);
+        s.failures.clear();
+        s.checks.clear();
+        s.judge_curve(2, Some(0.75));
+        assert!(s.passed, "{:?}", s.failures);
+        s.judge_curve(2, None);
+        assert!(s.passed, "without a share only completeness is judged");
     }
 
     #[test]

@@ -80,4 +80,36 @@ impl Summary {
         self.passed = failures.is_empty();
         self.failures = failures;
     }
+
+    /// Overload: every planned multiple measured, and, with `min_share`,
+    /// each one's goodput at least that share of the first's.
+    pub fn judge_curve(&mut self, planned: usize, min_share: Option<f64>) {
+        if self.profile != Profile::Overload {
+            return;
+        }
+        if self.curve.len() < planned {
+            self.failures.push(format!(
+                "overload: {} of {planned} rates measured",
+                self.curve.len()
+            ));
+        }
+        if let (Some(min), Some((first, rest))) = (min_share, self.curve.split_first()) {
+            for p in rest {
+                let check = Check {
+                    rule: format!(
+                        "goodput at {}x >= {min} x goodput at {}x",
+                        p.multiple, first.multiple
+                    ),
+                    value: p.goodput_share,
+                    passed: p.goodput_share >= min,
+                };
+                if !check.passed {
+                    self.failures
+                        .push(format!("{} (measured {:.3})", check.rule, check.value));
+                }
+                self.checks.push(check);
+            }
+        }
+        self.passed = self.failures.is_empty();
+    }
 }
