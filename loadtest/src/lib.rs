@@ -224,6 +224,17 @@ fn validate(opts: &Options) -> Result<(), Error> {
     if !(opts.rate.is_finite() && opts.rate >= 0.0) {
         return bad("--rate must be a number >= 0");
     }
+    if opts.profile == Profile::Overload
+        && (opts.multiples.is_empty() || !opts.multiples.iter().all(|m| m.is_finite() && *m > 0.0))
+    {
+        return bad("--multiples must be one or more numbers > 0, e.g. 1,2,5,10");
+    }
+    if opts
+        .min_goodput_share
+        .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+    {
+        return bad("--min-goodput-share must be a number >= 0, e.g. 0.9");
+    }
     if opts.profile != Profile::LoginStorm && opts.jwt_secret.is_none() {
         return bad("--jwt-secret (or DIALTONE_AUTH__JWT_SECRET) is needed to mint user tokens");
     }
@@ -337,6 +348,27 @@ mod tests {
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
         assert!(protocol::valid_name(&base36(u64::MAX)));
+    }
+
+    #[test]
+    fn overload_refuses_multiples_that_are_no_rate() {
+        let with = |multiples: Vec<f64>| {
+            let mut o = Options::new(Profile::Overload);
+            o.jwt_secret = Some("s".into());
+            o.multiples = multiples;
+            validate(&o)
+        };
+        assert!(with(vec![1.0, 2.0, 5.0, 10.0]).is_ok());
+        for bad in [vec![], vec![1.0, 0.0], vec![-2.0], vec![f64::NAN]] {
+            assert!(
+                matches!(with(bad.clone()), Err(Error::Options(_))),
+                "{bad:?}"
+            );
+        }
+        let mut o = Options::new(Profile::Overload);
+        o.jwt_secret = Some("s".into());
+        o.min_goodput_share = Some(-1.0);
+        assert!(matches!(validate(&o), Err(Error::Options(_))));
     }
 
     #[test]
