@@ -6,12 +6,14 @@
 //! once instead of queueing without limit. Admission in front of it (the `login`/`register` regulator queues)
 //! decides who gets a slot; this pool is the last line of defence.
 //!
+//! - [`argon`]: argon2id with a hash thread's memory kept between jobs.
 //! - [`jwt`]: HS256 tokens with `sub` and `exp`.
 //! - [`pool`]: supervised hash workers behind a bounded mailbox.
 //! - [`service`]: [`Auth`], the operations the gateway calls.
 
 #![forbid(unsafe_code)]
 
+pub mod argon;
 pub mod jwt;
 pub mod pool;
 pub mod service;

@@ -16,12 +16,10 @@
 
 use std::{panic::AssertUnwindSafe, sync::mpsc, thread, time::Duration};
 
-use argon2::{
-    Argon2,
-    password_hash::{PasswordHasher, PasswordVerifier},
-};
 use supervisor::{CallError, ChildError, ChildSpec, Faults, Mailbox, Restart, ServerRef, call};
 use tokio::sync::oneshot;
+
+use crate::argon::Memory;
 
 /// A job for the pool.
 pub enum Job {
@@ -76,10 +74,12 @@ fn hash_thread(name: String, faults: Faults) -> std::io::Result<mpsc::Sender<Thr
     let (tx, rx) = mpsc::channel::<ThreadJob>();
     thread::Builder::new().name(name).spawn(move || {
         lower_priority();
+        // Kept between jobs (see the `argon` module); a panic ends the thread.
+        let mut memory = Memory::default();
         for (job, reply) in rx {
             let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 faults.check("auth.hash");
-                run(job)
+                run(job, &mut memory)
             }));
             let _ = reply.send(done);
         }
@@ -96,16 +96,14 @@ fn lower_priority() {
     }
 }
 
-fn run(job: Job) -> Outcome {
+fn run(job: Job, memory: &mut Memory) -> Outcome {
     match job {
-        Job::Hash { password } => Argon2::default()
-            .hash_password(password.as_bytes())
-            .map_or(Outcome::Failed, |h| Outcome::Hashed(h.to_string())),
-        Job::Verify { password, hash } => Outcome::Verified(
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok(),
-        ),
+        Job::Hash { password } => memory
+            .hash(password.as_bytes())
+            .map_or(Outcome::Failed, Outcome::Hashed),
+        Job::Verify { password, hash } => {
+            Outcome::Verified(memory.verify(password.as_bytes(), &hash))
+        }
     }
 }
 
