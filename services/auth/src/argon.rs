@@ -7,7 +7,8 @@
 //! frees anywhere in the process set: on a one-core node, three runs in ten
 //! mapped every hash anew, took ~4,900 page faults per hash (4.9 million in
 //! a 15 s login storm against ~40,000) and hashed at 50/s instead of 88/s
-//! (docs/OVERLOAD.md). Reusing the blocks makes every run the fast one.
+//! (docs/OVERLOAD.md). Reusing the blocks makes every run the fast one,
+//! at the price of 19 MiB held per hash thread once it has hashed.
 //! The PHC strings are the crate's own: [`PasswordHasher`] and
 //! [`PasswordVerifier`] accept what this writes and the other way round
 //! (tests below).
