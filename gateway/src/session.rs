@@ -119,24 +119,6 @@ impl Session {
         &self.rooms
     }
 
-    /// Refuses a send as the last one was while its wait has not ended.
-    fn send_refusal_stands(&mut self, now: Instant) -> Result<(), Failure> {
-        let Some(SendRefused { code, until }) = self.send_refused else {
-            return Ok(());
-        };
-        let left = until.saturating_duration_since(now);
-        if left.is_zero() {
-            self.send_refused = None;
-            return Ok(());
-        }
-        hot().standing_refusals.increment(1);
-        Err(Failure::retry(
-            code,
-            "an earlier send was refused; wait `retry_after_ms` before sending again",
-            admission::retry_ms(left),
-        ))
-    }
-
     /// Remembers a refused send's wait (see [`SendRefused`]).
     fn send_refused(&mut self, f: &Failure) {
         if let (ErrorCode::Overloaded | ErrorCode::RateLimited, Some(ms)) =
@@ -319,14 +301,25 @@ impl Session {
     /// frame a node reads is such a send; not building the whole request
     /// only to refuse it carried 8 % more sends at 10x (docs/OVERLOAD.md).
     /// `read_at` is when the frame was read: one clock read serves a batch.
+    /// A wait that has passed is checked before the frame is looked at.
     pub fn refuse_standing(&mut self, text: &str, read_at: Instant) -> Option<Reply> {
-        self.send_refused?;
+        let SendRefused { code, until } = self.send_refused?;
+        let left = until.saturating_duration_since(read_at);
+        if left.is_zero() {
+            self.send_refused = None;
+            return None;
+        }
         let head = client::head(text)?;
         if head.ty.as_deref() != Some("send") {
             return None;
         }
-        let f = self.send_refusal_stands(read_at).err()?;
+        hot().standing_refusals.increment(1);
         hot().frame_in("send");
+        let f = Failure::retry(
+            code,
+            "an earlier send was refused; wait `retry_after_ms` before sending again",
+            admission::retry_ms(left),
+        );
         Some(Reply::failed("send", head.r#ref.as_ref(), &f))
     }
 

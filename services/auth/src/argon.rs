@@ -26,7 +26,8 @@ use argon2::{
 pub struct Memory(Vec<Block>);
 
 impl Memory {
-    /// The blocks `params` needs, grown on first use.
+    /// The blocks `params` needs, grown on first use (and kept at the
+    /// largest size seen: every hash this node writes uses the defaults).
     fn blocks(&mut self, params: &Params) -> &mut [Block] {
         let n = params.block_count();
         if self.0.len() < n {
