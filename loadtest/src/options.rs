@@ -120,7 +120,10 @@ pub struct Options {
     pub max_steps: usize,
 
     /// overload: the rates to offer, as multiples of --rate (set --rate to
-    /// the node's capacity per user, e.g. the knee `stress` found).
+    /// the node's capacity per user, e.g. the knee `stress` found). Offer
+    /// the first again between the others (1,10,1,10,1) and each step is
+    /// compared with the first multiple's steps beside it: the machine's
+    /// drift during the run cancels out.
     #[arg(long, value_delimiter = ',', default_value = "1,2,5,10")]
     pub multiples: Vec<f64>,
 

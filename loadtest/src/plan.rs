@@ -58,11 +58,21 @@ impl ProfilePlan {
                 (RatePlan::from_steps(&steps), true)
             }
             Profile::Overload => {
-                // Per multiple a settling segment, then the measured one.
+                // Per multiple a settling segment, then the measured one. A
+                // multiple offered again is numbered: "1x", "10x", "1x #2".
                 let names: Vec<(String, String)> = opts
                     .multiples
                     .iter()
-                    .map(|m| (format!("{m}x settle"), format!("{m}x")))
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let n = opts.multiples[..i].iter().filter(|&x| x == m).count();
+                        let name = if n == 0 {
+                            format!("{m}x")
+                        } else {
+                            format!("{m}x #{}", n + 1)
+                        };
+                        (format!("{name} settle"), name)
+                    })
                     .collect();
                 let mut steps = Vec::new();
                 for ((settle, measured), &m) in names.iter().zip(&opts.multiples) {
@@ -193,6 +203,22 @@ mod tests {
         );
         assert_eq!(p.multiples, vec![(1, 1.0), (3, 4.0)]);
         assert_eq!(p.rates.end, Duration::from_secs(14));
+        let p = ProfilePlan::of(&opts(&["overload", "--multiples", "1,10,1,10"]));
+        let names: Vec<&str> = p.rates.segments.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "1x settle",
+                "1x",
+                "10x settle",
+                "10x",
+                "1x #2 settle",
+                "1x #2",
+                "10x #2 settle",
+                "10x #2"
+            ],
+            "a multiple offered again is told apart"
+        );
         let p = ProfilePlan::of(&opts(&["overload"]));
         let ms: Vec<f64> = p.multiples.iter().map(|m| m.1).collect();
         assert_eq!(

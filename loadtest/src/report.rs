@@ -6,7 +6,7 @@ use crate::collector::{Collected, IntervalPoint};
 use crate::hist::hgrm;
 use crate::plot;
 use crate::state::RunState;
-use crate::summary::Summary;
+use crate::summary::{Summary, mean};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -196,17 +196,30 @@ pub fn console(s: &Summary) -> String {
     for c in &s.curve {
         let _ = writeln!(
             o,
-            "overload {:>5}x offered {:>8.1}/s goodput {:>8.1}/s ({:>5.1} % of {}x) refused {:.1}% send->ok p50 {:.0} p99 {:.0} ms delivery p99 {:.0} ms",
-            c.multiple,
+            "overload {:>8} offered {:>8.1}/s goodput {:>8.1}/s ({:>5.1} % of {}x's {:.1}/s) refused {:.1}% send->ok p50 {:.0} p99 {:.0} ms delivery p99 {:.0} ms",
+            c.phase.name,
             c.phase.offered_per_s,
             c.phase.achieved_per_s,
             c.goodput_share * 100.0,
             s.curve[0].multiple,
+            c.base_per_s,
             c.phase.error_rate * 100.0,
             c.phase.send_ok.p50_ms,
             c.phase.send_ok.p99_ms,
             c.phase.delivery.p99_ms,
         );
+    }
+    if let Some(first) = s.curve.first().map(|c| c.multiple) {
+        for (multiple, shares) in s.shares_past(first).iter().filter(|(_, v)| v.len() > 1) {
+            let pct: Vec<String> = shares.iter().map(|x| format!("{:.1}", x * 100.0)).collect();
+            let _ = writeln!(
+                o,
+                "overload {multiple}x: mean {:.1} % of {first}x over {} steps ({} %)",
+                mean(shares.iter().copied()) * 100.0,
+                shares.len(),
+                pct.join(" / "),
+            );
+        }
     }
     let r = &s.resources;
     if let Some(g) = r.loadgen_cpu_cores_mean {

@@ -44,31 +44,67 @@ pub struct PhaseSummary {
 pub struct CurvePoint {
     /// The rate as a multiple of `--rate`.
     pub multiple: f64,
-    /// Its goodput (oks/s) as a share of the first multiple's.
+    /// Its goodput (oks/s) as a share of `base_per_s`.
     pub goodput_share: f64,
+    /// The goodput it is compared with: the first multiple's. When the
+    /// first multiple is offered again (`--multiples 1,10,1,10,1`), the mean
+    /// of its steps just before and just after this one, so that the
+    /// machine's drift during the run cancels out; a step of the first
+    /// multiple is compared with the mean of them all (its share shows the
+    /// drift).
+    pub base_per_s: f64,
     /// The measured segment (its settling segment is left out).
     #[serde(flatten)]
     pub phase: PhaseSummary,
 }
 
-/// The measured segments of an overload run, each against the first.
+/// The measured segments of an overload run, each against the first
+/// multiple's goodput (see [`CurvePoint::base_per_s`]).
 fn curve(multiples: &[(usize, f64)], phases: &[PhaseSummary]) -> Vec<CurvePoint> {
     let points: Vec<(f64, &PhaseSummary)> = multiples
         .iter()
         .filter_map(|&(i, m)| Some((m, phases.get(i)?)))
         .collect();
-    let base = points
-        .first()
-        .map(|(_, p)| p.achieved_per_s)
-        .filter(|b| *b > 0.0);
+    let Some(&(first, _)) = points.first() else {
+        return Vec::new();
+    };
+    // The first multiple's steps: (position in the curve, goodput).
+    let base: Vec<(usize, f64)> = points
+        .iter()
+        .enumerate()
+        .filter(|(_, (m, _))| *m == first)
+        .map(|(i, (_, p))| (i, p.achieved_per_s))
+        .collect();
+    let all = mean(base.iter().map(|b| b.1));
     points
-        .into_iter()
-        .map(|(multiple, p)| CurvePoint {
-            multiple,
-            goodput_share: base.map_or(0.0, |b| p.achieved_per_s / b),
-            phase: p.clone(),
+        .iter()
+        .enumerate()
+        .map(|(i, &(multiple, p))| {
+            let base_per_s = if multiple == first {
+                all
+            } else {
+                let before = base.iter().rev().find(|b| b.0 < i);
+                let after = base.iter().find(|b| b.0 > i);
+                mean([before, after].into_iter().flatten().map(|b| b.1))
+            };
+            CurvePoint {
+                multiple,
+                goodput_share: if base_per_s > 0.0 {
+                    p.achieved_per_s / base_per_s
+                } else {
+                    0.0
+                },
+                base_per_s,
+                phase: p.clone(),
+            }
         })
         .collect()
+}
+
+/// The mean, 0 for none.
+pub(crate) fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (n, sum) = xs.fold((0u32, 0.0), |(n, sum), x| (n + 1, sum + x));
+    if n == 0 { 0.0 } else { sum / f64::from(n) }
 }
 
 /// Overload signals the server sent.
@@ -524,6 +560,61 @@ mod tests {
         assert!(s.passed, "{:?}", s.failures);
         s.judge_curve(2, None);
         assert!(s.passed, "without a share only completeness is judged");
+    }
+
+    #[test]
+    fn overload_offered_again_compares_each_step_with_the_first_multiple_beside_it() {
+        // The machine slows during the run: 1x carries 100/s, later 80/s.
+        let phases = [
+            phase("1x settle", 0.0),
+            phase("1x", 100.0),
+            phase("10x settle", 0.0),
+            phase("10x", 80.0),
+            phase("1x #2 settle", 0.0),
+            phase("1x #2", 80.0),
+            phase("10x #2 settle", 0.0),
+            phase("10x #2", 72.0),
+        ];
+        let c = curve(&[(1, 1.0), (3, 10.0), (5, 1.0), (7, 10.0)], &phases);
+        let against: Vec<f64> = c.iter().map(|p| p.base_per_s).collect();
+        assert_eq!(
+            against,
+            vec![90.0, 90.0, 90.0, 80.0],
+            "1x steps against their mean; 10x against the 1x steps before and after it"
+        );
+        let shares: Vec<f64> = c.iter().map(|p| p.goodput_share).collect();
+        for (got, want) in shares
+            .iter()
+            .zip([100.0 / 90.0, 80.0 / 90.0, 80.0 / 90.0, 0.9])
+        {
+            assert!((got - want).abs() < 1e-12, "{shares:?}");
+        }
+
+        let run = run_with(
+            Profile::Overload,
+            &["--multiples", "1,10,1,10", "--min-goodput-share", "0.9"],
+        );
+        run.c.sent.store(10, Ordering::Relaxed);
+        let mut s = Summary::build(&run, &collected(), extra());
+        s.curve = c;
+        s.failures.clear();
+        s.judge_curve(4, Some(0.9));
+        assert_eq!(
+            s.checks.len(),
+            1,
+            "one verdict per multiple: {:?}",
+            s.checks
+        );
+        assert_eq!(
+            s.checks[0].rule,
+            "goodput at 10x >= 0.9 x goodput at 1x (mean of 2 steps)"
+        );
+        assert!((s.checks[0].value - (80.0 / 90.0 + 0.9) / 2.0).abs() < 1e-12);
+        assert!(!s.passed, "a mean of 0.894 is short of 0.9");
+        s.failures.clear();
+        s.checks.clear();
+        s.judge_curve(4, Some(0.89));
+        assert!(s.passed, "{:?}", s.failures);
     }
 
     #[test]

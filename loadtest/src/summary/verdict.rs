@@ -82,7 +82,8 @@ impl Summary {
     }
 
     /// Overload: every planned multiple measured, and, with `min_share`,
-    /// each one's goodput at least that share of the first's.
+    /// each one's goodput at least that share of the first's (the mean of
+    /// its steps when it was offered more than once).
     pub fn judge_curve(&mut self, planned: usize, min_share: Option<f64>) {
         if self.profile != Profile::Overload {
             return;
@@ -93,15 +94,17 @@ impl Summary {
                 self.curve.len()
             ));
         }
-        if let (Some(min), Some((first, rest))) = (min_share, self.curve.split_first()) {
-            for p in rest {
+        if let (Some(min), Some(first)) = (min_share, self.curve.first().map(|p| p.multiple)) {
+            for (multiple, shares) in self.shares_past(first) {
+                let mut rule = format!("goodput at {multiple}x >= {min} x goodput at {first}x");
+                if shares.len() > 1 {
+                    rule.push_str(&format!(" (mean of {} steps)", shares.len()));
+                }
+                let value = super::mean(shares.iter().copied());
                 let check = Check {
-                    rule: format!(
-                        "goodput at {}x >= {min} x goodput at {}x",
-                        p.multiple, first.multiple
-                    ),
-                    value: p.goodput_share,
-                    passed: p.goodput_share >= min,
+                    rule,
+                    value,
+                    passed: value >= min,
                 };
                 if !check.passed {
                     self.failures
@@ -111,5 +114,18 @@ impl Summary {
             }
         }
         self.passed = self.failures.is_empty();
+    }
+
+    /// Each multiple other than `first`, in the order first offered, with
+    /// the goodput shares of its steps.
+    pub fn shares_past(&self, first: f64) -> Vec<(f64, Vec<f64>)> {
+        let mut out: Vec<(f64, Vec<f64>)> = Vec::new();
+        for p in self.curve.iter().filter(|p| p.multiple != first) {
+            match out.iter_mut().find(|(m, _)| *m == p.multiple) {
+                Some((_, shares)) => shares.push(p.goodput_share),
+                None => out.push((p.multiple, vec![p.goodput_share])),
+            }
+        }
+        out
     }
 }
