@@ -10,6 +10,24 @@ use common::*;
 use dialtone::{Config, Node};
 use loadtest::{Options, Profile};
 
+/// A `profile` run against `addr` writing its reports under `out`, quiet.
+fn options(
+    profile: Profile,
+    addr: std::net::SocketAddr,
+    out: &std::path::Path,
+    (users, room_size, rate): (usize, usize, f64),
+) -> Options {
+    let mut o = Options::new(profile);
+    o.host = url(addr);
+    o.jwt_secret = Some(SECRET.into());
+    o.users = users;
+    o.room_size = room_size;
+    o.rate = rate;
+    o.out_dir = out.into();
+    o.goose = vec!["--quiet".into(), "--no-print-metrics".into()];
+    o
+}
+
 /// Each run takes the generator's and a node's share of the machine.
 static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -18,15 +36,8 @@ async fn short_load_profile_delivers_everything_and_writes_reports() {
     let _alone = ONE_RUN_AT_A_TIME.lock().await;
     let node = start(&[]).await;
     let out = tempfile::tempdir().unwrap();
-    let mut o = Options::new(Profile::Load);
-    o.host = url(node.addr());
-    o.jwt_secret = Some(SECRET.into());
-    o.users = 50;
-    o.room_size = 10;
-    o.rate = 2.0;
+    let mut o = options(Profile::Load, node.addr(), out.path(), (50, 10, 2.0));
     o.duration = Some(Duration::from_secs(10));
-    o.out_dir = out.path().into();
-    o.goose = vec!["--quiet".into(), "--no-print-metrics".into()];
     let s = loadtest::run(o).await.expect("the run is carried out");
 
     assert!(s.passed, "limits held: {:?}", s.failures);
@@ -108,18 +119,11 @@ async fn overload_profile_reports_goodput_held_at_the_queue_limit() {
     assert!(cfg.regulator.queues["send"].modifiers.is_empty());
     let node = Node::start(cfg).await.expect("node starts");
     let out = tempfile::tempdir().unwrap();
-    let mut o = Options::new(Profile::Overload);
-    o.host = url(node.addr());
-    o.jwt_secret = Some(SECRET.into());
-    o.users = 20;
-    o.room_size = 10;
-    o.rate = 0.8;
+    let mut o = options(Profile::Overload, node.addr(), out.path(), (20, 10, 0.8));
     o.multiples = vec![1.0, 4.0];
     o.settle = Duration::from_secs(2);
     o.step_time = Duration::from_secs(5);
     o.min_goodput_share = Some(0.9);
-    o.out_dir = out.path().into();
-    o.goose = vec!["--quiet".into(), "--no-print-metrics".into()];
     let s = loadtest::run(o).await.expect("the run is carried out");
 
     assert!(s.passed, "{:?} {:#?}", s.failures, s.curve);
