@@ -65,8 +65,21 @@ impl<IO> Coalesce<IO> {
     }
 }
 
+impl<IO> Coalesce<IO> {
+    /// Makes room for the `bytes` about to be written before the next flush
+    /// (up to [`HIGH_WATER`]), in one allocation. Grown by doubling from
+    /// empty, a batch of 50 deliveries took seven reallocations, and glibc's
+    /// heap, churned that way by 2,000 connections, got slower after each
+    /// overload surge (docs/OVERLOAD.md).
+    pub fn reserve(&mut self, bytes: usize) {
+        let want = bytes.min(HIGH_WATER);
+        self.buf.reserve(want.saturating_sub(self.buf.len()));
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> Coalesce<IO> {
-    /// Writes out everything buffered, then frees the buffer.
+    /// Writes out everything buffered; the buffer is kept for the rest of
+    /// the batch (a flush frees it).
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.buf.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.written..]))?;
@@ -75,8 +88,15 @@ impl<IO: AsyncWrite + Unpin> Coalesce<IO> {
             }
             self.written += n;
         }
-        self.buf = Vec::new();
+        self.buf.clear();
         self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drains, then frees the buffer: an idle connection keeps none.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        self.buf = Vec::new();
         Poll::Ready(Ok(()))
     }
 }
@@ -126,12 +146,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
+        ready!(self.poll_release(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_drain(cx))?;
+        ready!(self.poll_release(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -173,6 +193,40 @@ mod tests {
         }
         assert_eq!(got, sent, "in order, nothing lost or repeated");
         assert_eq!(r.spill.capacity(), 0, "an idle connection keeps no spill");
+    }
+
+    #[tokio::test]
+    async fn a_reserved_batch_is_buffered_in_one_allocation_and_released_by_the_flush() {
+        let (a, mut b) = duplex(1 << 20);
+        let mut w = Coalesce::new(a);
+        w.reserve(3000);
+        let reserved = w.buf.capacity();
+        assert!(reserved >= 3000);
+        for i in 0..30u8 {
+            w.write_all(&[i; 100]).await.unwrap();
+        }
+        assert_eq!(
+            w.buf.capacity(),
+            reserved,
+            "no reallocation within the batch"
+        );
+        w.flush().await.unwrap();
+        assert_eq!(w.buf.capacity(), 0, "an idle connection keeps no buffer");
+        let mut got = vec![0u8; 3000];
+        b.read_exact(&mut got).await.unwrap();
+        assert!(
+            got.chunks(100)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&x| x as usize == i))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reservation_past_the_high_water_mark_is_capped() {
+        let (a, _b) = duplex(1 << 20);
+        let mut w = Coalesce::new(a);
+        w.reserve(10 * HIGH_WATER);
+        assert!(w.buf.capacity() < 2 * HIGH_WATER);
     }
 
     #[tokio::test]

@@ -443,6 +443,17 @@ fn flush<'a>(
     Box::pin(flush_inner(ws, outbox, lag, limit))
 }
 
+/// Bytes a server frame of `payload` bytes takes on the wire: the payload
+/// and a 2, 4 or 10 byte header (server frames are not masked, RFC 6455 5.2).
+fn framed_len(payload: usize) -> usize {
+    payload
+        + match payload {
+            0..126 => 2,
+            126..65_536 => 4,
+            _ => 10,
+        }
+}
+
 async fn flush_inner(
     ws: &mut WebSocket,
     outbox: &Outbox,
@@ -453,6 +464,8 @@ async fn flush_inner(
         frames: mut batch,
         since,
     } = outbox.take();
+    ws.get_mut()
+        .reserve(batch.iter().map(|f| framed_len(f.len())).sum());
     let write = async {
         while let Some(frame) = batch.pop_front() {
             ws.feed(text(frame)).await?;
@@ -482,5 +495,23 @@ async fn flush_inner(
         r = write => r.map_err(|_| End::Gone),
         () = overflow => Err(slow),
         () = sleep(limit) => Err(slow),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+
+    use super::framed_len;
+
+    #[test]
+    fn framed_len_is_what_tungstenite_puts_on_the_wire() {
+        for n in [0, 1, 125, 126, 200, 65_535, 65_536, 70_000] {
+            let frame = Frame::message(vec![b'x'; n], OpCode::Data(Data::Text), true);
+            assert_eq!(framed_len(n), frame.len(), "payload of {n} bytes");
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
 };
 
@@ -49,6 +49,9 @@ pub struct Outbox {
     queue: Mutex<Pending>,
     wake: Notify,
     overflowed: AtomicBool,
+    /// How many frames the last batch had: the next batch's first push
+    /// makes room for as many at once instead of doubling up from four.
+    last_batch: AtomicU32,
     /// Frames that may wait while the socket takes nothing.
     capacity: usize,
     /// Frames that may wait at all.
@@ -62,6 +65,7 @@ impl Outbox {
             queue: Mutex::new(Pending::default()),
             wake: Notify::new(),
             overflowed: AtomicBool::new(false),
+            last_batch: AtomicU32::new(0),
             capacity,
             limit: capacity.saturating_mul(LATE_ALLOWANCE),
         }
@@ -82,6 +86,8 @@ impl Outbox {
             if q.frames.len() < self.limit {
                 if q.frames.is_empty() {
                     q.since = Some(Instant::now());
+                    let expected = self.last_batch.load(Ordering::Relaxed) as usize;
+                    q.frames.reserve(expected.min(self.limit));
                 }
                 q.frames.push_back(frame);
                 true
@@ -100,7 +106,10 @@ impl Outbox {
     /// without a buffer, so an idle connection keeps none (the next push
     /// allocates).
     pub fn take(&self) -> Pending {
-        std::mem::take(&mut *self.lock())
+        let batch = std::mem::take(&mut *self.lock());
+        let n = u32::try_from(batch.frames.len()).unwrap_or(u32::MAX);
+        self.last_batch.store(n, Ordering::Relaxed);
+        batch
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,6 +174,26 @@ mod tests {
         assert!(
             batch.since.is_some(),
             "the oldest frame's time travels with the batch"
+        );
+    }
+
+    #[test]
+    fn a_batch_makes_room_for_as_many_frames_as_the_last_one_at_its_first_push() {
+        let o = Outbox::new(64);
+        for i in 0..40 {
+            o.push(Bytes::from(i.to_string()));
+        }
+        assert_eq!(o.take().frames.len(), 40);
+        o.push(Bytes::from_static(b"next"));
+        assert!(
+            o.lock().frames.capacity() >= 40,
+            "one allocation for the batch"
+        );
+        assert_eq!(o.take().frames.len(), 1);
+        o.push(Bytes::from_static(b"small"));
+        assert!(
+            o.lock().frames.capacity() < 40,
+            "the hint follows the last batch down"
         );
     }
 
