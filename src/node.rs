@@ -138,13 +138,13 @@ fn listener_spec(std_listener: Arc<std::net::TcpListener>, gateway: Arc<Gateway>
         let app = router(gateway.clone());
         Box::pin(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                // Chat frames are small and latency-bound; never wait for Nagle.
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { ctx.cancelled().await })
-                .await?;
+            let listener = listener::Accept(listener);
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<listener::Peer>(),
+            )
+            .with_graceful_shutdown(async move { ctx.cancelled().await })
+            .await?;
             Ok(())
         })
     })

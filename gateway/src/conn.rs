@@ -52,6 +52,7 @@ use crate::{
     http::Gateway,
     lag::DeliveryLag,
     outbox::{Outbox, Pending},
+    quiet::Quiet,
     session::{Reply, Session, error_reply},
     telemetry::{self, hot},
 };
@@ -99,6 +100,7 @@ fn is_too_big(e: &WsError) -> bool {
 )]
 pub fn serve(
     mut ws: WebSocket,
+    quiet: Quiet,
     gw: Arc<Gateway>,
     user: Option<Name>,
     guard: ConnGuard,
@@ -120,12 +122,15 @@ pub fn serve(
             .await;
             return;
         }
-        let end = run(&mut ws, &mut session, &gw, &outbox, &deliver).await;
+        let end = run(&mut ws, quiet, &mut session, &gw, &outbox, &deliver).await;
         if let Some(user) = session.user() {
             gw.bus
                 .detach(session.conn(), user, session.rooms().to_vec());
         }
         if let End::Close(code, reason) = end {
+            // A connection closed while held (a drain, a slow consumer)
+            // must hear the peer's close echo, which is a few bytes.
+            let _ = quiet.release();
             finish(&mut ws, code, reason, gw.cfg.write_timeout).await;
         }
         drop(guard);
@@ -214,6 +219,7 @@ async fn finish_inner(ws: &mut WebSocket, code: u16, reason: &'static str, limit
 
 async fn run(
     ws: &mut WebSocket,
+    quiet: Quiet,
     session: &mut Session,
     gw: &Gateway,
     outbox: &Outbox,
@@ -280,14 +286,27 @@ async fn run(
                 }
             }
             () = async { timer.as_mut().expect("guarded").1.as_mut().await }, if timer.is_some() => {
-                if let Some((Timer::Login, _)) = timer.take() {
-                    return End::Close(CloseCode::POLICY, "login timeout");
+                match timer.take() {
+                    Some((Timer::Login, _)) => return End::Close(CloseCode::POLICY, "login timeout"),
+                    Some((Timer::Hold, _)) => {
+                        if let Err(e) = quiet.release() {
+                            // Its frames might never wake the task again.
+                            tracing::warn!(conn = session.conn(), error = %e, "a held socket could not be released; dropped");
+                            return End::Gone;
+                        }
+                    }
+                    None => {}
                 }
             }
             msg = ws.next(), if !held => {
                 heard = true;
                 match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
-                    Ok(hold_for) => timer = hold(gw, hold_for),
+                    Ok(hold_for) => {
+                        timer = hold(gw, hold_for);
+                        if timer.is_some() {
+                            quiet.hold();
+                        }
+                    }
                     Err(end) => return end,
                 }
             }

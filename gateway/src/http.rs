@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, Request, State},
+    extract::{ConnectInfo, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -37,6 +37,8 @@ use crate::{
     drain::{Drain, Phase},
     keepalive::Keepalive,
     lag::DeliveryLag,
+    listener::Peer,
+    quiet::Quiet,
     telemetry,
 };
 
@@ -170,6 +172,13 @@ async fn ws(
     let refuse = |why| {
         metrics::counter!(telemetry::UPGRADES_REFUSED, "reason" => why).increment(1);
     };
+    // The socket, so that a hold can keep it quiet (absent when the router
+    // is served without `listener::Accept`).
+    let quiet = Quiet::new(
+        req.extensions()
+            .get::<ConnectInfo<Peer>>()
+            .map(|info| info.0.fd),
+    );
     let Some(accept) = upgrade_accept(req.headers()) else {
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };
@@ -237,7 +246,7 @@ async fn ws(
                 .take();
             Box::pin(async move {
                 if let Some((socket, gw, user, guard)) = taken {
-                    conn::serve(socket, gw, user, guard).await;
+                    conn::serve(socket, quiet, gw, user, guard).await;
                 }
                 Ok(())
             })

@@ -15,9 +15,11 @@
 //! - [`keepalive`]: one shared ticker that pings every peer and drops dead ones.
 //! - [`drain`]: the drain sequence shared by every connection.
 //! - [`telemetry`]: metric names, cached handles, the Prometheus recorder.
-//! - [`listener`]: a TCP listener with a large accept backlog.
+//! - [`listener`]: a TCP listener with a large accept backlog, and what axum serves from it.
+//! - [`quiet`]: a held connection's socket wakes nobody until the hold ends.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `quiet` sets one socket option through libc.
+#![deny(unsafe_code)]
 
 pub mod admission;
 pub mod coalesce;
@@ -29,6 +31,7 @@ pub mod keepalive;
 pub mod lag;
 pub mod listener;
 pub mod outbox;
+pub mod quiet;
 pub mod session;
 pub mod telemetry;
 
