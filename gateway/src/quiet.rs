@@ -11,7 +11,10 @@
 //! waiting (Linux `tcp_set_rcvlowat`), so the frames are read when the hold
 //! ends, not at the next one the client happens to send.
 //!
-//! Only on Linux, whose lowering signals; elsewhere holds stay as they were.
+//! Only on Linux, whose lowering signals (since 4.18, 2018); elsewhere holds
+//! stay as they were. On an older kernel the frames waiting at a hold's end
+//! would be read at the client's next frame or pong (at most one keepalive
+//! interval), not lost.
 
 use std::{io, os::fd::RawFd};
 
