@@ -159,6 +159,45 @@ async fn overloaded_send_holds_the_connection_for_retry_after_and_loses_nothing(
 }
 
 #[tokio::test]
+async fn frames_waiting_past_one_batch_are_answered_when_the_hold_ends_not_a_hold_later() {
+    // A hold of 3 s; meanwhile the client pipelines more sends than one
+    // wake-up answers (32). All are answered when the hold ends: the ones
+    // past the first batch used to wait for another whole hold.
+    let node = start(&[
+        ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
+        ("DIALTONE_REGULATOR__QUEUES__SEND__MAX_SIZE", "0"),
+        (
+            "DIALTONE_REGULATOR__QUEUES__SEND__MIN_RETRY_AFTER_MS",
+            "3000",
+        ),
+        ("DIALTONE_GATEWAY__MAX_HOLD_MS", "5000"),
+    ])
+    .await;
+    let mut c = Client::as_user(node.addr(), "eager").await;
+    c.ok(json!({"type":"join","room":"r"})).await;
+    c.ok(json!({"type":"send","room":"r","body":"0"})).await;
+    c.err(json!({"type":"send","room":"r","body":"1"}), "overloaded")
+        .await;
+    let n = 50;
+    c.write_at_once((0..n).map(|i| json!({"type":"send","room":"r","body":"x","ref":i})))
+        .await;
+    let first = c.next_reply().await;
+    assert_eq!(first["ref"], json!(0), "{first}");
+    let hold_ended = std::time::Instant::now();
+    for i in 1..n {
+        let v = c.next_reply().await;
+        assert_eq!(v["ref"], json!(i), "in order: {v}");
+        assert!(v["type"] == "ok" || v["code"] == "overloaded", "{v}");
+    }
+    let rest = hold_ended.elapsed();
+    assert!(
+        rest < Duration::from_millis(2000),
+        "the last of {n} frames came {rest:?} after the first: a second hold"
+    );
+}
+
+#[tokio::test]
 async fn max_hold_zero_answers_every_frame_as_it_comes() {
     let (held, _) = pings_after_an_overloaded_send("0").await;
     assert!(

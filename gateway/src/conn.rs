@@ -394,6 +394,12 @@ fn answer<'a>(
             }
             answered += 1;
             if answered == READ_BATCH {
+                // More may be waiting, sent before the client could have
+                // heard of a hold: no hold yet, or they would wait a whole
+                // one more. The next batch comes straight after (its sends
+                // are refused standing) and the hold starts once the
+                // socket is drained.
+                hold_for = Duration::ZERO;
                 break;
             }
             // Frames the client pipelined are already read: answer them in
