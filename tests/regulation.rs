@@ -158,11 +158,10 @@ async fn overloaded_send_holds_the_connection_for_retry_after_and_loses_nothing(
     );
 }
 
-#[tokio::test]
-async fn frames_waiting_past_one_batch_are_answered_when_the_hold_ends_not_a_hold_later() {
-    // A hold of 3 s; meanwhile the client pipelines more sends than one
-    // wake-up answers (32). All are answered when the hold ends: the ones
-    // past the first batch used to wait for another whole hold.
+/// Holds a client for 3 s (a send queue of 1/s, no waiting), pipelines `n`
+/// sends into the hold, and returns when each reply came, after the first.
+/// Every one is answered, in order, `ok` or `overloaded`.
+async fn replies_to_sends_pipelined_into_a_hold(n: usize) -> Vec<Duration> {
     let node = start(&[
         ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "1"),
         ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
@@ -179,21 +178,44 @@ async fn frames_waiting_past_one_batch_are_answered_when_the_hold_ends_not_a_hol
     c.ok(json!({"type":"send","room":"r","body":"0"})).await;
     c.err(json!({"type":"send","room":"r","body":"1"}), "overloaded")
         .await;
-    let n = 50;
     c.write_at_once((0..n).map(|i| json!({"type":"send","room":"r","body":"x","ref":i})))
         .await;
-    let first = c.next_reply().await;
-    assert_eq!(first["ref"], json!(0), "{first}");
-    let hold_ended = std::time::Instant::now();
-    for i in 1..n {
+    let mut after_first = Vec::with_capacity(n);
+    let mut first = None;
+    for i in 0..n {
         let v = c.next_reply().await;
+        let first = *first.get_or_insert_with(std::time::Instant::now);
+        after_first.push(first.elapsed());
         assert_eq!(v["ref"], json!(i), "in order: {v}");
         assert!(v["type"] == "ok" || v["code"] == "overloaded", "{v}");
     }
-    let rest = hold_ended.elapsed();
+    after_first
+}
+
+#[tokio::test]
+async fn frames_waiting_past_one_batch_are_answered_when_the_hold_ends_not_a_hold_later() {
+    // More than one wake-up answers (32): those past the first batch used
+    // to wait for another whole hold.
+    let times = replies_to_sends_pipelined_into_a_hold(50).await;
+    let last = times[times.len() - 1];
     assert!(
-        rest < Duration::from_millis(2000),
-        "the last of {n} frames came {rest:?} after the first: a second hold"
+        last < Duration::from_millis(2000),
+        "the last of 50 frames came {last:?} after the first: a second hold"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_floods_a_hold_is_held_again_after_256_frames() {
+    let times = replies_to_sends_pipelined_into_a_hold(300).await;
+    assert!(
+        times[255] < Duration::from_millis(2000),
+        "frame 256 came {:?} after the first",
+        times[255]
+    );
+    assert!(
+        times[256] >= Duration::from_millis(2000),
+        "frame 257 came {:?} after the first: the flood was not held",
+        times[256]
     );
 }
 

@@ -241,6 +241,8 @@ async fn run(
     }
     // Refusals fed but not yet written: timed once they are.
     let mut refusals = Refusals::default();
+    // Batches cut at READ_BATCH since the last hold (see CATCH_UP).
+    let mut catch_up = 0;
     loop {
         if outbox.overflowed() {
             return End::Close(
@@ -301,9 +303,12 @@ async fn run(
             msg = ws.next(), if !held => {
                 heard = true;
                 match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
-                    Ok(hold_for) => {
-                        timer = hold(gw, hold_for);
+                    Ok(Answered { hold_for, cut }) => {
+                        catch_up = if cut { catch_up + 1 } else { 0 };
+                        let catching_up = cut && catch_up < CATCH_UP;
+                        timer = hold(gw, if catching_up { Duration::ZERO } else { hold_for });
                         if timer.is_some() {
+                            catch_up = 0;
                             quiet.hold();
                         }
                     }
@@ -324,10 +329,25 @@ fn hold(gw: &Gateway, hold_for: Duration) -> Option<(Timer, Pin<Box<Sleep>>)> {
 /// A frame as the socket yields it.
 type Incoming = Option<Result<Message, WsError>>;
 
+/// What a batch of answers leaves the connection to do.
+struct Answered {
+    /// How long to leave the connection unread after an `overloaded` send.
+    hold_for: Duration,
+    /// Cut at [`READ_BATCH`]: more frames may be waiting.
+    cut: bool,
+}
+
+/// Batches read one after another, each cut at [`READ_BATCH`], before a
+/// hold starts anyway. A batch cut short leaves frames the client sent
+/// before it heard of the hold; holding at once made them wait a whole
+/// hold more (and those past the next 32 another). 256 frames is more than
+/// the longest hold gathers from a client at 10 frames/s (5 s, 50 frames),
+/// and a client that floods is still held.
+const CATCH_UP: usize = 8;
+
 /// Answers `first` and the frames already received after it (up to
 /// [`READ_BATCH`]), and writes the replies unless deliveries are waiting
-/// (the top of `run`'s loop writes both). Returns how long to leave the
-/// connection unread after an `overloaded` send. Boxed (see the module docs).
+/// (the top of `run`'s loop writes both). Boxed (see the module docs).
 fn answer<'a>(
     ws: &'a mut WebSocket,
     session: &'a mut Session,
@@ -336,7 +356,7 @@ fn answer<'a>(
     outbox: &'a Outbox,
     refusals: &'a mut Refusals,
     first: Incoming,
-) -> BoxFuture<'a, Result<Duration, End>> {
+) -> BoxFuture<'a, Result<Answered, End>> {
     Box::pin(async move {
         let mut msg = first;
         let mut answered = 0;
@@ -394,12 +414,6 @@ fn answer<'a>(
             }
             answered += 1;
             if answered == READ_BATCH {
-                // More may be waiting, sent before the client could have
-                // heard of a hold: no hold yet, or they would wait a whole
-                // one more. The next batch comes straight after (its sends
-                // are refused standing) and the hold starts once the
-                // socket is drained.
-                hold_for = Duration::ZERO;
                 break;
             }
             // Frames the client pipelined are already read: answer them in
@@ -416,7 +430,10 @@ fn answer<'a>(
                 .map_err(|()| End::Gone)?;
             refusals.written();
         }
-        Ok(hold_for)
+        Ok(Answered {
+            hold_for,
+            cut: answered == READ_BATCH,
+        })
     })
 }
 
