@@ -441,6 +441,58 @@ async fn connect_queue_refuses_upgrades_with_503_and_retry_after() {
     }
 }
 
+/// The status and `Retry-After` of an upgrade as `user`, from `source`.
+async fn upgrade_from(
+    source: &str,
+    node: std::net::SocketAddr,
+    user: &str,
+) -> Result<(), (u16, Option<String>)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(node).await.unwrap();
+    match tokio_tungstenite::client_async(format!("{}?token={}", url(node), token(user)), stream)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err((
+            r.status().as_u16(),
+            r.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn connect_queue_limits_each_client_address_on_its_own() {
+    // One upgrade per 10 s per address: a second from the same address is
+    // refused, one from another address is not.
+    let node = start(&[
+        (
+            "DIALTONE_REGULATOR__QUEUES__CONNECT__KEY_RATE_PER_SEC",
+            "0.1",
+        ),
+        ("DIALTONE_REGULATOR__QUEUES__CONNECT__KEY_BURST", "1"),
+    ])
+    .await;
+    assert_eq!(upgrade_from("127.0.0.1", node.addr(), "a").await, Ok(()));
+    match upgrade_from("127.0.0.1", node.addr(), "b").await {
+        Err((503, Some(secs))) => assert!(secs.parse::<u64>().unwrap() >= 1, "{secs}"),
+        other => panic!("expected 503 with Retry-After, got {other:?}"),
+    }
+    assert_eq!(
+        upgrade_from("127.0.0.2", node.addr(), "c").await,
+        Ok(()),
+        "another address has its own rate"
+    );
+    let (_, _, metrics) = http_get(node.addr(), "/metrics", None).await;
+    assert!(
+        metrics.contains(r#"dialtone_upgrades_refused_total{reason="rate_limited"} 1"#),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn a_reply_is_not_held_back_by_a_pipelined_request_that_waits_in_a_queue() {
     let node = start(&[

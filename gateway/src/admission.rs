@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use dialtone_proto::{ErrorCode, Name, codes::Failure};
+use dialtone_proto::{ErrorCode, codes::Failure};
 use regulator::{Permit, Reason, Regulator, Rejected, Request};
 
 pub const CONNECT: &str = "connect";
@@ -33,13 +33,6 @@ pub fn failure(queue: &str, r: &Rejected) -> Failure {
             ms,
         ),
     }
-}
-
-/// A stable per-user key for per-key rates (FNV-1a; the same on every node).
-pub fn user_key(user: &Name) -> u64 {
-    user.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Asks `queue` for a slot.

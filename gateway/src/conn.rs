@@ -100,7 +100,7 @@ fn is_too_big(e: &WsError) -> bool {
 )]
 pub fn serve(
     mut ws: WebSocket,
-    quiet: Quiet,
+    mut quiet: Quiet,
     gw: Arc<Gateway>,
     user: Option<Name>,
     guard: ConnGuard,
@@ -122,7 +122,7 @@ pub fn serve(
             .await;
             return;
         }
-        let end = run(&mut ws, quiet, &mut session, &gw, &outbox, &deliver).await;
+        let end = run(&mut ws, &mut quiet, &mut session, &gw, &outbox, &deliver).await;
         if let Some(user) = session.user() {
             gw.bus
                 .detach(session.conn(), user, session.rooms().to_vec());
@@ -219,7 +219,7 @@ async fn finish_inner(ws: &mut WebSocket, code: u16, reason: &'static str, limit
 
 async fn run(
     ws: &mut WebSocket,
-    quiet: Quiet,
+    quiet: &mut Quiet,
     session: &mut Session,
     gw: &Gateway,
     outbox: &Outbox,

@@ -172,13 +172,14 @@ async fn ws(
     let refuse = |why| {
         metrics::counter!(telemetry::UPGRADES_REFUSED, "reason" => why).increment(1);
     };
-    // The socket, so that a hold can keep it quiet (absent when the router
-    // is served without `listener::Accept`).
-    let quiet = Quiet::new(
-        req.extensions()
-            .get::<ConnectInfo<Peer>>()
-            .map(|info| info.0.fd),
-    );
+    // The peer (absent when the router is served without
+    // `listener::Accept`): its address keys the connect queue's per-IP
+    // rate, and its socket lets a hold keep it quiet.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| info.0);
+    let quiet = Quiet::new(peer.map(|p| p.fd));
     let Some(accept) = upgrade_accept(req.headers()) else {
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };
@@ -199,14 +200,17 @@ async fn ws(
             return (StatusCode::UNAUTHORIZED, f.message).into_response();
         }
     };
-    let permit = match gw
-        .regulator
-        .ask(admission::CONNECT, regulator::Request::new())
-        .await
-    {
+    let ask = peer.map_or_else(regulator::Request::new, |p| {
+        regulator::Request::new().str_key(&p.addr.ip().to_string())
+    });
+    let permit = match gw.regulator.ask(admission::CONNECT, ask).await {
         Ok(p) => p,
         Err(rejected) => {
-            refuse("overloaded");
+            refuse(if rejected.reason == regulator::Reason::KeyRate {
+                "rate_limited"
+            } else {
+                "overloaded"
+            });
             // Retry-After is in whole seconds: round up.
             let secs = rejected.retry_after.as_millis().div_ceil(1000);
             return unavailable(
@@ -238,14 +242,14 @@ async fn ws(
         let pool = gw.connections.clone();
         // The connection runs as a temporary child of the gateway's
         // `connections` pool (ranch's conns_sup): supervised, never restarted.
-        let once = std::sync::Mutex::new(Some((socket, gw, user, guard)));
+        let once = std::sync::Mutex::new(Some((socket, quiet, gw, user, guard)));
         let spec = ChildSpec::worker("conn", Restart::Temporary, move |_ctx| {
             let taken = once
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             Box::pin(async move {
-                if let Some((socket, gw, user, guard)) = taken {
+                if let Some((socket, quiet, gw, user, guard)) = taken {
                     conn::serve(socket, quiet, gw, user, guard).await;
                 }
                 Ok(())

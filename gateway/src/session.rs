@@ -392,7 +392,7 @@ impl Session {
                 let _slot = admit(
                     regulator,
                     admission::SEND,
-                    Ask::new().key(admission::user_key(&from)),
+                    Ask::new().str_key(from.as_str()),
                 )
                 .await
                 .inspect_err(|f| self.send_refused(f))?;
