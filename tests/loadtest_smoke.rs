@@ -1,6 +1,7 @@
 //! The load-test suite against a real node: a short `load` profile (50 users,
 //! rooms of 10, 10 s) must lose nothing and write every report; the
-//! `overload` profile must show the curve a `send` queue's limit makes.
+//! `overload` profile must show the curve a `send` queue's limit makes, and,
+//! with password logins as its requests, the curve of the `login` queue.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use dialtone::{Config, Node};
-use loadtest::{Options, Profile};
+use loadtest::{Options, Profile, Request};
 
 /// A `profile` run against `addr` writing its reports under `out`, quiet.
 fn options(
@@ -147,4 +148,57 @@ async fn overload_profile_reports_goodput_held_at_the_queue_limit() {
     assert!(four.goodput_share >= 0.9, "{four:?}");
     assert_eq!(s.checks.len(), 1, "{:?}", s.checks);
     assert!(s.errors_by_code.contains_key("overloaded"));
+}
+
+/// The login path's curve through the same profile: every scheduled request
+/// is a password `login` (argon2 behind the `login` queue, here 6/s with no
+/// waiting). At 1x (4/s) every login is verified; at 4x the queue's rate is
+/// the goodput and the rest are refused `overloaded`, so 4x keeps the 1x
+/// goodput. Users get in by registering with the password, no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_profile_drives_password_logins_against_the_login_queue() {
+    let _alone = ONE_RUN_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.toml");
+    std::fs::write(
+        &path,
+        "[regulator.queues.login]\nrate_per_sec = 6.0\nburst = 2\nmax_size = 0\n",
+    )
+    .unwrap();
+    let env =
+        [("DIALTONE_GATEWAY__LISTEN", "127.0.0.1:0")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let node = Node::start(Config::load_from(Some(&path), env).expect("test config"))
+        .await
+        .expect("node starts");
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(Profile::Overload, node.addr(), out.path(), (8, 8, 0.5));
+    o.jwt_secret = None;
+    o.request = Request::Login;
+    o.multiples = vec![1.0, 4.0];
+    o.settle = Duration::from_secs(2);
+    o.step_time = Duration::from_secs(5);
+    o.min_goodput_share = Some(0.9);
+    let s = loadtest::run(o).await.expect("the run is carried out");
+
+    assert_eq!(s.request, Request::Login);
+    assert_eq!(s.failed_users, 0, "every user registered and logged in");
+    let [one, four] = &s.curve[..] else {
+        panic!("two measured rates: {:?}", s.curve)
+    };
+    assert!(
+        one.phase.achieved_per_s > 2.0,
+        "logins verified at 1x: {one:?}"
+    );
+    assert!(one.phase.error_rate < 0.1, "1x is under the limit: {one:?}");
+    assert!(
+        four.phase.error_rate > 0.5,
+        "4x is mostly refused: {four:?}"
+    );
+    assert!(
+        four.phase.achieved_per_s < 6.0 * 1.5,
+        "the queue's rate is the goodput: {four:?}"
+    );
+    assert!(four.goodput_share >= 0.9, "{four:?}");
+    assert!(s.errors_by_code.contains_key("overloaded"));
+    assert_eq!(s.deliveries_received, 0, "logins send no messages");
 }

@@ -33,7 +33,7 @@ mod state;
 pub mod summary;
 mod user;
 
-pub use options::{Options, Profile};
+pub use options::{Options, Profile, Request};
 pub use summary::Summary;
 
 use goose::config::GooseConfiguration;
@@ -235,7 +235,10 @@ fn validate(opts: &Options) -> Result<(), Error> {
     {
         return bad("--min-goodput-share must be a number >= 0, e.g. 0.9");
     }
-    if opts.profile != Profile::LoginStorm && opts.jwt_secret.is_none() {
+    if opts.profile != Profile::LoginStorm
+        && opts.request != Request::Login
+        && opts.jwt_secret.is_none()
+    {
         return bad("--jwt-secret (or DIALTONE_AUTH__JWT_SECRET) is needed to mint user tokens");
     }
     if !(opts.host.starts_with("ws://") || opts.host.starts_with("wss://")) {

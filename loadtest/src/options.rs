@@ -44,6 +44,27 @@ impl Profile {
     }
 }
 
+/// What each scheduled request of a user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// A chat message to the user's room.
+    Send,
+    /// A password `login` for the user's own account on its open connection
+    /// (a token refresh: one argon2 verify behind the `login` queue).
+    Login,
+}
+
+impl Request {
+    /// The request's name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Login => "login",
+        }
+    }
+}
+
 /// Options of one load-test run (the command line; [`Options::new`] in code).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -81,6 +102,13 @@ pub struct Options {
     /// Messages per second each user sends (the baseline rate of every profile).
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
+
+    /// What each scheduled request is: a chat `send`, or a password `login`
+    /// (users then register with --password first, as in login-storm), to
+    /// run the overload curve of the login path. The figures named after
+    /// sends (sent, acked, send->ok, goodput) then count logins.
+    #[arg(long, value_enum, default_value_t = Request::Send)]
+    pub request: Request,
 
     /// Bytes of each message body.
     #[arg(long, default_value_t = 100)]

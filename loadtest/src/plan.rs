@@ -9,7 +9,7 @@
 //! has joined its room (`t0`), and the run stops itself once the rate plan is
 //! over (goose's hold is only an upper bound).
 
-use crate::options::{Options, Profile};
+use crate::options::{Options, Profile, Request};
 use crate::schedule::RatePlan;
 use std::time::Duration;
 
@@ -110,7 +110,7 @@ impl ProfilePlan {
         let goose_plan = goose_plan(opts, &rates);
         Self {
             goose_plan,
-            password_login: opts.profile == Profile::LoginStorm,
+            password_login: opts.profile == Profile::LoginStorm || opts.request == Request::Login,
             drop_at: (opts.profile == Profile::ReconnectStorm).then_some(opts.drop_after),
             stepwise,
             multiples,

@@ -145,7 +145,8 @@ pub fn console(s: &Summary) -> String {
         s.startup_s,
         s.sending_s
     );
-    for (name, l) in [("send->ok", &s.send_ok), ("delivery", &s.delivery)] {
+    let to_ok = format!("{}->ok", s.request.name());
+    for (name, l) in [(to_ok.as_str(), &s.send_ok), ("delivery", &s.delivery)] {
         let _ = writeln!(
             o,
             "{name:>9} ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} p99.99 {:.3} max {:.3} (n={})",
@@ -196,7 +197,7 @@ pub fn console(s: &Summary) -> String {
     for c in &s.curve {
         let _ = writeln!(
             o,
-            "overload {:>8} offered {:>8.1}/s goodput {:>8.1}/s ({:>5.1} % of {}x's {:.1}/s) refused {:.1}% send->ok p50 {:.0} p99 {:.0} ms delivery p99 {:.0} ms",
+            "overload {:>8} offered {:>8.1}/s goodput {:>8.1}/s ({:>5.1} % of {}x's {:.1}/s) refused {:.1}% {to_ok} p50 {:.0} p99 {:.0} ms delivery p99 {:.0} ms",
             c.phase.name,
             c.phase.offered_per_s,
             c.phase.achieved_per_s,

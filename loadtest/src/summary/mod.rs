@@ -5,7 +5,7 @@ mod verdict;
 
 use crate::collector::{Collected, PhaseAcc, error_rate, recovery_s, step_passes};
 use crate::hist::{LatencySummary, lock};
-use crate::options::Profile;
+use crate::options::{Profile, Request};
 use crate::procstat::Resources;
 use crate::seq::SeqCounts;
 use crate::state::RunState;
@@ -123,6 +123,9 @@ pub struct Overload {
 pub struct Summary {
     /// Profile run.
     pub profile: Profile,
+    /// What the scheduled requests were (`send`, or `login` for the login
+    /// path's curve: the figures named after sends then count logins).
+    pub request: Request,
     /// Target URL.
     pub host: String,
     /// Unix seconds at the start.
@@ -353,6 +356,7 @@ impl Summary {
 
         let mut s = Self {
             profile: run.opts.profile,
+            request: run.opts.request,
             host: run.opts.host.clone(),
             started_unix_s: extra.started_unix_s,
             run_dir: extra.run_dir,

@@ -14,6 +14,7 @@ mod admit;
 
 use crate::conn::{self, Ack, Reply, Shared, Sink};
 use crate::hist::lock;
+use crate::options::Request;
 use crate::protocol;
 use crate::schedule::{Schedule, phase_for};
 use crate::seq::SeqChecker;
@@ -173,7 +174,7 @@ async fn on_tick(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         }
     }
     send_due(&run, &mut s).await;
-    record_acks(user, &mut s).await
+    record_acks(user, &mut s, run.opts.request).await
 }
 
 /// Writes every send that is due. A send that cannot be written stays in flight
@@ -194,6 +195,7 @@ async fn send_due(run: &RunState, s: &mut Session) {
         schedule,
         shared,
         sink,
+        name,
         ..
     } = s;
     let Some(schedule) = schedule.as_mut() else {
@@ -203,12 +205,7 @@ async fn send_due(run: &RunState, s: &mut Session) {
         let sched = run.us_of(at);
         lock(&shared.inflight).insert(sched, k);
         run.c.sent.fetch_add(1, Ordering::Relaxed);
-        let frame = protocol::send_frame(
-            &shared.room,
-            &run.body,
-            &protocol::send_cid(shared.idx, k, sched),
-            &protocol::send_ref(sched),
-        );
+        let frame = scheduled_frame(run, shared, name, k, sched);
         // feed + one flush per batch: due sends of a late tick go out together.
         if sink.feed(Message::Text(frame.into())).await.is_err() {
             run.c.write_failures.fetch_add(1, Ordering::Relaxed);
@@ -224,11 +221,38 @@ async fn send_due(run: &RunState, s: &mut Session) {
     }
 }
 
-async fn record_acks(user: &mut GooseUser, s: &mut Session) -> TransactionResult {
+/// Scheduled request `k` of a user, due at `sched` (µs of the run): its
+/// `ref` carries the schedule, so the reply's latency counts from it, and a
+/// send's `cid` makes a re-send after a reconnect safe.
+fn scheduled_frame(run: &RunState, shared: &Shared, name: &str, k: u64, sched: u64) -> String {
+    let reference = protocol::send_ref(sched);
+    match run.opts.request {
+        Request::Send => protocol::send_frame(
+            &shared.room,
+            &run.body,
+            &protocol::send_cid(shared.idx, k, sched),
+            &reference,
+        ),
+        Request::Login => {
+            protocol::credentials_frame("login", name, &run.opts.password, &reference)
+        }
+    }
+}
+
+/// The goose name of the scheduled requests' replies: scheduled logins
+/// apart from the one each user makes to get in.
+fn scheduled_name(request: Request) -> &'static str {
+    match request {
+        Request::Send => "send",
+        Request::Login => "scheduled login",
+    }
+}
+
+async fn record_acks(user: &mut GooseUser, s: &mut Session, request: Request) -> TransactionResult {
     while let Ok(ack) = s.acks.try_recv() {
         user.record_custom_request_duration(
             METHOD,
-            "send",
+            scheduled_name(request),
             ack.latency,
             ack.error.is_none(),
             None,
@@ -306,12 +330,7 @@ async fn resend_inflight(run: &RunState, s: &mut Session) {
         .collect();
     for (sched, k) in pending {
         run.c.resent.fetch_add(1, Ordering::Relaxed);
-        let frame = protocol::send_frame(
-            &s.shared.room,
-            &run.body,
-            &protocol::send_cid(s.shared.idx, k, sched),
-            &protocol::send_ref(sched),
-        );
+        let frame = scheduled_frame(run, &s.shared, &s.name, k, sched);
         if s.sink.feed(Message::Text(frame.into())).await.is_err() {
             run.c.write_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -335,7 +354,7 @@ async fn on_stop(user: &mut GooseUser, run: Arc<RunState>) -> TransactionResult 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    record_acks(user, &mut s).await?;
+    record_acks(user, &mut s, run.opts.request).await?;
     let unanswered = lock(&s.shared.inflight).len() as u64;
     run.unanswered.fetch_add(unanswered, Ordering::Relaxed);
     run.senders_active.fetch_sub(1, Ordering::AcqRel);
