@@ -92,6 +92,63 @@ async fn short_load_profile_delivers_everything_and_writes_reports() {
     );
 }
 
+/// Runs `overload` at 1x and 4x (2 s settle, 5 s measured, judged at 90 %)
+/// against a fresh node with `queues` (TOML) and `env`, with `users` in
+/// rooms of `room_size` at `rate` each; `tune` adjusts the options.
+async fn curve_at_1x_and_4x(
+    queues: &str,
+    env: &[(&str, &str)],
+    (users, room_size, rate): (usize, usize, f64),
+    tune: impl FnOnce(&mut Options),
+) -> loadtest::Summary {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialtone.toml");
+    std::fs::write(&path, queues).unwrap();
+    let env = [("DIALTONE_GATEWAY__LISTEN", "127.0.0.1:0")]
+        .iter()
+        .chain(env)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    let cfg = Config::load_from(Some(&path), env).expect("test config");
+    let node = Node::start(cfg).await.expect("node starts");
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(
+        Profile::Overload,
+        node.addr(),
+        out.path(),
+        (users, room_size, rate),
+    );
+    o.multiples = vec![1.0, 4.0];
+    o.settle = Duration::from_secs(2);
+    o.step_time = Duration::from_secs(5);
+    o.min_goodput_share = Some(0.9);
+    tune(&mut o);
+    loadtest::run(o).await.expect("the run is carried out")
+}
+
+/// The curve a queue admitting `limit`/s makes when 1x is under it and 4x
+/// far over it: 1x nearly all admitted, 4x mostly refused `overloaded`, with
+/// the limit as its goodput, which is no less than 1x's.
+fn assert_the_limit_is_the_4x_goodput(s: &loadtest::Summary, limit: f64, refused_at_1x: f64) {
+    let [one, four] = &s.curve[..] else {
+        panic!("two measured rates: {:?}", s.curve)
+    };
+    assert_eq!((one.multiple, four.multiple), (1.0, 4.0));
+    assert!(
+        one.phase.error_rate < refused_at_1x,
+        "1x is under the limit: {one:?}"
+    );
+    assert!(
+        four.phase.error_rate > 0.5,
+        "4x is mostly refused: {four:?}"
+    );
+    assert!(
+        four.phase.achieved_per_s < limit * 1.25,
+        "the queue's limit is the goodput: {four:?}"
+    );
+    assert!(four.goodput_share >= 0.9, "{four:?}");
+    assert!(s.errors_by_code.contains_key("overloaded"));
+}
+
 /// A node whose `send` queue admits 20/s (no feedback, no holds): at 1x
 /// (16/s offered) everything is stored; at 4x (64/s) the queue's limit is
 /// the goodput and the rest is refused, so the 4x goodput is no less than
@@ -102,52 +159,22 @@ async fn short_load_profile_delivers_everything_and_writes_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_profile_reports_goodput_held_at_the_queue_limit() {
     let _alone = ONE_RUN_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dialtone.toml");
-    std::fs::write(
-        &path,
+    let s = curve_at_1x_and_4x(
         "[regulator.queues.send]\nrate_per_sec = 20.0\nburst = 20\nmax_size = 0\n\
          min_retry_after_ms = 50\nmodifiers = []\n",
+        &[
+            ("DIALTONE_AUTH__JWT_SECRET", SECRET),
+            ("DIALTONE_GATEWAY__MAX_HOLD_MS", "0"),
+        ],
+        (20, 10, 0.8),
+        |_| {},
     )
-    .unwrap();
-    let env = [
-        ("DIALTONE_GATEWAY__LISTEN", "127.0.0.1:0"),
-        ("DIALTONE_AUTH__JWT_SECRET", SECRET),
-        ("DIALTONE_GATEWAY__MAX_HOLD_MS", "0"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let cfg = Config::load_from(Some(&path), env).expect("test config");
-    assert!(cfg.regulator.queues["send"].modifiers.is_empty());
-    let node = Node::start(cfg).await.expect("node starts");
-    let out = tempfile::tempdir().unwrap();
-    let mut o = options(Profile::Overload, node.addr(), out.path(), (20, 10, 0.8));
-    o.multiples = vec![1.0, 4.0];
-    o.settle = Duration::from_secs(2);
-    o.step_time = Duration::from_secs(5);
-    o.min_goodput_share = Some(0.9);
-    let s = loadtest::run(o).await.expect("the run is carried out");
+    .await;
 
     assert!(s.passed, "{:?} {:#?}", s.failures, s.curve);
     assert_eq!(s.gaps, 0);
-    let [one, four] = &s.curve[..] else {
-        panic!("two measured rates: {:?}", s.curve)
-    };
-    assert_eq!((one.multiple, four.multiple), (1.0, 4.0));
-    assert!(
-        one.phase.error_rate < 0.05,
-        "1x is under the limit: {one:?}"
-    );
-    assert!(
-        four.phase.error_rate > 0.5,
-        "4x is mostly refused: {four:?}"
-    );
-    assert!(
-        four.phase.achieved_per_s < 20.0 * 1.25,
-        "the queue's limit is the goodput: {four:?}"
-    );
-    assert!(four.goodput_share >= 0.9, "{four:?}");
+    assert_the_limit_is_the_4x_goodput(&s, 20.0, 0.05);
     assert_eq!(s.checks.len(), 1, "{:?}", s.checks);
-    assert!(s.errors_by_code.contains_key("overloaded"));
 }
 
 /// The login path's curve through the same profile: every scheduled request
@@ -158,47 +185,24 @@ async fn overload_profile_reports_goodput_held_at_the_queue_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_profile_drives_password_logins_against_the_login_queue() {
     let _alone = ONE_RUN_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dialtone.toml");
-    std::fs::write(
-        &path,
+    let s = curve_at_1x_and_4x(
         "[regulator.queues.login]\nrate_per_sec = 6.0\nburst = 2\nmax_size = 0\n",
+        &[],
+        (8, 8, 0.5),
+        |o| {
+            o.jwt_secret = None;
+            o.request = Request::Login;
+        },
     )
-    .unwrap();
-    let env =
-        [("DIALTONE_GATEWAY__LISTEN", "127.0.0.1:0")].map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let node = Node::start(Config::load_from(Some(&path), env).expect("test config"))
-        .await
-        .expect("node starts");
-    let out = tempfile::tempdir().unwrap();
-    let mut o = options(Profile::Overload, node.addr(), out.path(), (8, 8, 0.5));
-    o.jwt_secret = None;
-    o.request = Request::Login;
-    o.multiples = vec![1.0, 4.0];
-    o.settle = Duration::from_secs(2);
-    o.step_time = Duration::from_secs(5);
-    o.min_goodput_share = Some(0.9);
-    let s = loadtest::run(o).await.expect("the run is carried out");
+    .await;
 
     assert_eq!(s.request, Request::Login);
     assert_eq!(s.failed_users, 0, "every user registered and logged in");
-    let [one, four] = &s.curve[..] else {
-        panic!("two measured rates: {:?}", s.curve)
-    };
     assert!(
-        one.phase.achieved_per_s > 2.0,
-        "logins verified at 1x: {one:?}"
+        s.curve[0].phase.achieved_per_s > 2.0,
+        "logins verified at 1x: {:?}",
+        s.curve
     );
-    assert!(one.phase.error_rate < 0.1, "1x is under the limit: {one:?}");
-    assert!(
-        four.phase.error_rate > 0.5,
-        "4x is mostly refused: {four:?}"
-    );
-    assert!(
-        four.phase.achieved_per_s < 6.0 * 1.5,
-        "the queue's rate is the goodput: {four:?}"
-    );
-    assert!(four.goodput_share >= 0.9, "{four:?}");
-    assert!(s.errors_by_code.contains_key("overloaded"));
+    assert_the_limit_is_the_4x_goodput(&s, 6.0, 0.1);
     assert_eq!(s.deliveries_received, 0, "logins send no messages");
 }
