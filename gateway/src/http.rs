@@ -14,6 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
+use dialtone_proto::ErrorCode;
 use dialtone_store::bus::Bus;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -206,17 +207,17 @@ async fn ws(
     let permit = match gw.regulator.ask(admission::CONNECT, ask).await {
         Ok(p) => p,
         Err(rejected) => {
-            refuse(if rejected.reason == regulator::Reason::KeyRate {
-                "rate_limited"
-            } else {
-                "overloaded"
-            });
+            // What every queue's rejection means (`rate_limited` for an
+            // address over its own rate), as a status instead of a frame.
+            let f = admission::failure(admission::CONNECT, &rejected);
+            refuse(f.code.as_str());
             // Retry-After is in whole seconds: round up.
-            let secs = rejected.retry_after.as_millis().div_ceil(1000);
-            return unavailable(
-                u64::try_from(secs).unwrap_or(u64::MAX),
-                "connect queue full",
-            );
+            let secs = f.retry_after_ms.unwrap_or(1).div_ceil(1000);
+            let why = match f.code {
+                ErrorCode::RateLimited => "too many upgrades from this address",
+                _ => "connect queue full",
+            };
+            return unavailable(secs, why);
         }
     };
     let guard = gw.drain.opened();

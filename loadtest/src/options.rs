@@ -63,6 +63,15 @@ impl Request {
             Self::Login => "login",
         }
     }
+
+    /// Its replies' name in goose's reports: scheduled logins apart from
+    /// the one each user makes to get in (`WS login`).
+    pub fn goose_name(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Login => "scheduled login",
+        }
+    }
 }
 
 /// Options of one load-test run (the command line; [`Options::new`] in code).

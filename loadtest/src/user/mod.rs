@@ -239,20 +239,11 @@ fn scheduled_frame(run: &RunState, shared: &Shared, name: &str, k: u64, sched: u
     }
 }
 
-/// The goose name of the scheduled requests' replies: scheduled logins
-/// apart from the one each user makes to get in.
-fn scheduled_name(request: Request) -> &'static str {
-    match request {
-        Request::Send => "send",
-        Request::Login => "scheduled login",
-    }
-}
-
 async fn record_acks(user: &mut GooseUser, s: &mut Session, request: Request) -> TransactionResult {
     while let Ok(ack) = s.acks.try_recv() {
         user.record_custom_request_duration(
             METHOD,
-            scheduled_name(request),
+            request.goose_name(),
             ack.latency,
             ack.error.is_none(),
             None,
