@@ -9,15 +9,22 @@
 #   ops/starved-node.sh /tmp/run1 overload --users 2000 --room-size 500 --rate 1.0 \
 #       --multiples 1,10,1,10,1 --hatch-rate 500 --step-time 30s --settle 10s
 #
-# Environment: CONFIG (default ops/dialtone.toml), PORT (18500), NODE_BIN and
+# Environment: STEAL (below), CONFIG (default ops/dialtone.toml), PORT (18500), NODE_BIN and
 # LOADTEST_BIN (default target/release/...; build them with
 # `cargo build --release -p dialtone -p loadtest`). Linux only (taskset).
 #
 # OUT_DIR gets node.log, loadtest's reports (summary.json ...) and trace.jsonl:
 # one line a second with the node's CPU seconds (user, system, from /proc)
-# and `GET /admin/regulator`. The node's CPU share is a quarter of core 0 on
-# average, but in slices of the kernel's tick (4 ms at HZ=250): a starved
-# node waits up to 12 ms for the CPU, which shows in every latency it reports.
+# and `GET /admin/regulator`.
+#
+# How the other three quarters of core 0 are taken (STEAL):
+#   fine (default)  a SCHED_FIFO loop that spins 750 us and sleeps 250 us: the
+#                   node runs in 0.25 ms slices and never waits more than about
+#                   0.8 ms for the CPU, like a node with a quarter core of its own.
+#   tick            a nice -5 busy loop (the rig before 2026-11-25): the same
+#                   quarter on average, but in slices of the kernel's tick
+#                   (4 ms at HZ=250), so the node waits up to 12 ms for the CPU,
+#                   which shows in every latency it reports.
 set -euo pipefail
 
 out=${1:?usage: ops/starved-node.sh OUT_DIR [loadtest args...]}
@@ -35,9 +42,19 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# nice -5 against the node's 0: CFS weights 3121 and 1024, so the node gets
-# 1024 / 4145 of the core, about 0.25, whenever both want it.
-taskset -c 0 nice -n -5 sh -c 'while :; do :; done' &
+case ${STEAL:-fine} in
+  # A real-time task preempts the node the moment it wakes and yields when it
+  # sleeps, so the node's share is the sleep's, in pieces of the sleep's length.
+  fine)
+    # shellcheck disable=SC2016 # perl's variables, not the shell's
+    taskset -c 0 chrt -f 1 perl -MTime::HiRes=time,usleep -e \
+      'while (1) { my $t = time + 0.00075; 1 while time < $t; usleep(250) }' &
+    ;;
+  # nice -5 against the node's 0: CFS weights 3121 and 1024, so the node gets
+  # 1024 / 4145 of the core, about 0.25, whenever both want it.
+  tick) taskset -c 0 nice -n -5 sh -c 'while :; do :; done' & ;;
+  *) echo "STEAL must be fine or tick" >&2; exit 2 ;;
+esac
 pids+=($!)
 
 DIALTONE_GATEWAY__LISTEN=127.0.0.1:$port DIALTONE_AUTH__JWT_SECRET=$secret \

@@ -302,7 +302,7 @@ async fn run(
             }
             msg = ws.next(), if !held => {
                 heard = true;
-                match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
+                match answer(ws, session, gw, deliver, &mut refusals, msg).await {
                     Ok(Answered { hold_for, cut }) => {
                         catch_up = if cut { catch_up + 1 } else { 0 };
                         let catching_up = cut && catch_up < CATCH_UP;
@@ -346,14 +346,12 @@ struct Answered {
 const CATCH_UP: usize = 8;
 
 /// Answers `first` and the frames already received after it (up to
-/// [`READ_BATCH`]), and writes the replies unless deliveries are waiting
-/// (the top of `run`'s loop writes both). Boxed (see the module docs).
+/// [`READ_BATCH`]), and writes the replies. Boxed (see the module docs).
 fn answer<'a>(
     ws: &'a mut WebSocket,
     session: &'a mut Session,
     gw: &'a Gateway,
     deliver: &'a Arc<dyn Deliver>,
-    outbox: &'a Outbox,
     refusals: &'a mut Refusals,
     first: Incoming,
 ) -> BoxFuture<'a, Result<Answered, End>> {
@@ -424,12 +422,13 @@ fn answer<'a>(
                 None => break,
             }
         }
-        if outbox.is_empty() {
-            within(gw.cfg.write_timeout, ws.flush())
-                .await
-                .map_err(|()| End::Gone)?;
-            refusals.written();
-        }
+        // Written now, ahead of any deliveries waiting: queued behind a
+        // batch of those, refusals missed their 1 ms whenever the node lost
+        // the CPU before the batch was out (docs/OVERLOAD.md).
+        within(gw.cfg.write_timeout, ws.flush())
+            .await
+            .map_err(|()| End::Gone)?;
+        refusals.written();
         Ok(Answered {
             hold_for,
             cut: answered == READ_BATCH,
