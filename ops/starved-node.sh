@@ -14,8 +14,9 @@
 # `cargo build --release -p dialtone -p loadtest`). Linux only (taskset).
 #
 # OUT_DIR gets node.log, loadtest's reports (summary.json ...) and trace.jsonl:
-# one line a second with the node's CPU seconds (user, system, from /proc)
-# and `GET /admin/regulator`.
+# one line a second with the node's CPU seconds (user, system, from /proc),
+# its door refusals of sends (all, and those written within 1 ms of their
+# frame's read, from /metrics) and `GET /admin/regulator`.
 #
 # How the other three quarters of core 0 are taken (STEAL):
 #   fine (default)  a SCHED_FIFO loop that spins 750 us and sleeps 250 us: the
@@ -77,7 +78,13 @@ start=$(date +%s.%N)
       "http://127.0.0.1:$port/admin/regulator" || echo null)
     awk -v now="$(date +%s.%N)" -v start="$start" -v u="$utime" -v s="$stime" -v hz="$tick" \
       'BEGIN { printf "{\"t\":%.2f,\"user_s\":%.2f,\"system_s\":%.2f,", now - start, u / hz, s / hz }'
-    printf '"regulator":%s}\n' "$queues"
+    # Door refusals of sends (the frame read to the refusal written), and
+    # how many of them took at most 1 ms.
+    refusals=$(curl -sf -m 2 "http://127.0.0.1:$port/metrics" | awk '
+      /^dialtone_refusal_seconds_bucket\{type="send",waited="false",le="0.001"\}/ { fast = $2 }
+      /^dialtone_refusal_seconds_count\{type="send",waited="false"\}/ { all = $2 }
+      END { printf "\"door_refusals\":%d,\"door_refusals_1ms\":%d,", all, fast }')
+    printf '%s"regulator":%s}\n' "$refusals" "$queues"
     sleep 1
   done
 ) >"$out/trace.jsonl" &

@@ -179,6 +179,11 @@ impl Refusals {
         self.0.push((kind, waited, received));
     }
 
+    /// Some refusal is fed and not yet written.
+    fn pending(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     /// Everything fed is written: time the refusals among it.
     fn written(&mut self) {
         let now = Instant::now();
@@ -302,7 +307,7 @@ async fn run(
             }
             msg = ws.next(), if !held => {
                 heard = true;
-                match answer(ws, session, gw, deliver, &mut refusals, msg).await {
+                match answer(ws, session, gw, deliver, outbox, &mut refusals, msg).await {
                     Ok(Answered { hold_for, cut }) => {
                         catch_up = if cut { catch_up + 1 } else { 0 };
                         let catching_up = cut && catch_up < CATCH_UP;
@@ -346,12 +351,15 @@ struct Answered {
 const CATCH_UP: usize = 8;
 
 /// Answers `first` and the frames already received after it (up to
-/// [`READ_BATCH`]), and writes the replies. Boxed (see the module docs).
+/// [`READ_BATCH`]), and writes the replies unless they can wait for the
+/// deliveries queued (the top of `run`'s loop writes both). Boxed (see the
+/// module docs).
 fn answer<'a>(
     ws: &'a mut WebSocket,
     session: &'a mut Session,
     gw: &'a Gateway,
     deliver: &'a Arc<dyn Deliver>,
+    outbox: &'a Outbox,
     refusals: &'a mut Refusals,
     first: Incoming,
 ) -> BoxFuture<'a, Result<Answered, End>> {
@@ -422,13 +430,16 @@ fn answer<'a>(
                 None => break,
             }
         }
-        // Written now, ahead of any deliveries waiting: queued behind a
-        // batch of those, refusals missed their 1 ms whenever the node lost
-        // the CPU before the batch was out (docs/OVERLOAD.md).
-        within(gw.cfg.write_timeout, ws.flush())
-            .await
-            .map_err(|()| End::Gone)?;
-        refusals.written();
+        // Other replies leave with the deliveries waiting, in one write.
+        // Refusals leave now: behind a batch of deliveries they missed their
+        // 1 ms whenever the node lost the CPU before the batch was out
+        // (docs/OVERLOAD.md).
+        if outbox.is_empty() || refusals.pending() {
+            within(gw.cfg.write_timeout, ws.flush())
+                .await
+                .map_err(|()| End::Gone)?;
+            refusals.written();
+        }
         Ok(Answered {
             hold_for,
             cut: answered == READ_BATCH,
