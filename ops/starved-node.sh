@@ -40,7 +40,12 @@ admin=starved-node-admin
 mkdir -p "$out"
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+# Waits for them too: the node drains on SIGTERM and holds its port until
+# it exits, so a run started right after would find the old node there.
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 case ${STEAL:-fine} in
@@ -64,9 +69,16 @@ DIALTONE_GATEWAY__LISTEN=127.0.0.1:$port DIALTONE_AUTH__JWT_SECRET=$secret \
 node=$!
 pids+=("$node")
 for _ in $(seq 50); do
-  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+  kill -0 "$node" 2>/dev/null || break
+  curl -sf -m 1 "http://127.0.0.1:$port/healthz" >/dev/null && break
   sleep 0.1
 done
+# A node that could not start (the port taken) must not leave another to
+# answer the health check and be measured in its place.
+if ! kill -0 "$node" 2>/dev/null; then
+  echo "the node exited; see $out/node.log" >&2
+  exit 1
+fi
 
 tick=$(getconf CLK_TCK)
 start=$(date +%s.%N)
