@@ -355,8 +355,9 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 modifiers: vec![send_backpressure()],
                 // The gateway holds a refused sender's connection unread for
                 // this long (README): fewer holds, each answering more
-                // frames; 2.5 s kept 96-101 % of the goodput at 10x where
-                // 1 s kept 72-83 % (docs/OVERLOAD.md).
+                // frames. With the burst above, 10x kept 80-102 % of the
+                // 1x goodput on the starved rig, where 1 s and a burst of
+                // 2,000 kept 72-83 % (docs/OVERLOAD.md).
                 min_retry_after_ms: 2500,
                 max_concurrency: Some(4096),
                 max_size: 1024,
