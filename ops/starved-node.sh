@@ -16,7 +16,8 @@
 # OUT_DIR gets node.log, loadtest's reports (summary.json ...) and trace.jsonl:
 # one line a second with the node's CPU seconds (user, system, from /proc),
 # its door refusals of sends (all, and those written within 1 ms of their
-# frame's read, from /metrics) and `GET /admin/regulator`.
+# frame's read, from /metrics; absent when it did not answer within 2 s)
+# and `GET /admin/regulator` (null then).
 #
 # How the other three quarters of core 0 are taken (STEAL):
 #   fine (default)  a SCHED_FIFO loop that spins 750 us and sleeps 250 us: the
@@ -91,11 +92,13 @@ start=$(date +%s.%N)
     awk -v now="$(date +%s.%N)" -v start="$start" -v u="$utime" -v s="$stime" -v hz="$tick" \
       'BEGIN { printf "{\"t\":%.2f,\"user_s\":%.2f,\"system_s\":%.2f,", now - start, u / hz, s / hz }'
     # Door refusals of sends (the frame read to the refusal written), and
-    # how many of them took at most 1 ms.
+    # how many of them took at most 1 ms. Left out of the line when
+    # /metrics does not answer in time (an overloaded node): zeros would
+    # read as counters reset, and a failed pipeline would end this loop.
     refusals=$(curl -sf -m 2 "http://127.0.0.1:$port/metrics" | awk '
       /^dialtone_refusal_seconds_bucket\{type="send",waited="false",le="0.001"\}/ { fast = $2 }
       /^dialtone_refusal_seconds_count\{type="send",waited="false"\}/ { all = $2 }
-      END { printf "\"door_refusals\":%d,\"door_refusals_1ms\":%d,", all, fast }')
+      END { printf "\"door_refusals\":%d,\"door_refusals_1ms\":%d,", all, fast }') || refusals=""
     printf '%s"regulator":%s}\n' "$refusals" "$queues"
     sleep 1
   done
