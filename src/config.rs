@@ -348,16 +348,15 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 // A ceiling well above this node's fan-out capacity; the
                 // modifier below lowers it while deliveries fall behind.
                 rate_per_sec: Some(20_000.0),
-                // At most a fifth of a second of a starved node's fan-out at
-                // once: a burst of 2,000 let a 10x surge build a 1 s
-                // delivery backlog (docs/OVERLOAD.md).
-                burst: 200,
+                // Absorbs a spike while the modifier's ceiling catches up:
+                // at 200, a 5x spike that a node with its own core carried
+                // at p99 28 ms got 502 refusals (docs/OVERLOAD.md).
+                burst: 2000,
                 modifiers: vec![send_backpressure()],
                 // The gateway holds a refused sender's connection unread for
                 // this long (README): fewer holds, each answering more
-                // frames. With the burst above, 10x kept 80-102 % of the
-                // 1x goodput on the starved rig, where 1 s and a burst of
-                // 2,000 kept 72-83 % (docs/OVERLOAD.md).
+                // frames. 10x kept 80-97 % of the 1x goodput on the starved
+                // rig, where 1 s kept 72-83 % (docs/OVERLOAD.md).
                 min_retry_after_ms: 2500,
                 max_concurrency: Some(4096),
                 max_size: 1024,
