@@ -355,7 +355,7 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 modifiers: vec![send_backpressure()],
                 // The gateway holds a refused sender's connection unread for
                 // this long (README): fewer holds, each answering more
-                // frames. 10x kept 80-97 % of the 1x goodput on the starved
+                // frames. 10x kept 77-98 % of the 1x goodput on the starved
                 // rig, where 1 s kept 72-83 % (docs/OVERLOAD.md).
                 min_retry_after_ms: 2500,
                 max_concurrency: Some(4096),

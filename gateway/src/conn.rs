@@ -433,8 +433,8 @@ fn answer<'a>(
         // Other replies leave with the deliveries waiting, in one write.
         // Refusals leave now: behind a batch of deliveries they missed their
         // 1 ms whenever the node lost the CPU before the batch was out
-        // (docs/OVERLOAD.md).
-        if outbox.is_empty() || refusals.pending() {
+        // (docs/OVERLOAD.md). Asked first: it takes no lock.
+        if refusals.pending() || outbox.is_empty() {
             within(gw.cfg.write_timeout, ws.flush())
                 .await
                 .map_err(|()| End::Gone)?;
