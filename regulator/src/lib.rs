@@ -29,6 +29,7 @@
 //! - [`feedback`]: samplers, modifiers, adaptive limits.
 //! - `stats`: counters, `metrics` export, shedding log lines.
 //! - `pad`: cache-line padding for the counters every ask writes.
+//! - `jitter`: spreads retry hints (no retry storms in waves).
 //! - [`layer`]: the tower `Layer`.
 //! - [`watch`]: reload from a watched file.
 //! - `request`, `reject`, `permit`: the values callers handle.
@@ -42,6 +43,7 @@ mod dispatch;
 pub mod feedback;
 mod gcra;
 mod group;
+mod jitter;
 mod keyed;
 pub mod layer;
 mod limits;

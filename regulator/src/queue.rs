@@ -17,6 +17,7 @@ use crate::feedback::modifier::{Damping, ModifierState};
 use crate::feedback::sampler::LatencySampler;
 use crate::feedback::throughput::Throughput;
 use crate::gcra::{Clock, Nanos};
+use crate::jitter::Jitter;
 use crate::limits::{Block, GroupLink, Limits, UNLIMITED};
 use crate::pad::Padded;
 use crate::permit::Permit;
@@ -69,6 +70,10 @@ pub(crate) struct Shared {
     adaptive_on: AtomicBool,
     /// `min_retry_after_ms` in ns, read without the lock on every rejection.
     min_retry: AtomicU64,
+    /// `retry_jitter`, as the bits of an f64 (read like `min_retry`).
+    retry_jitter: AtomicU64,
+    /// Draws for the jitter.
+    rng: Padded<Jitter>,
     pub(crate) latency: LatencySampler,
     state: Mutex<State>,
 }
@@ -85,6 +90,8 @@ impl Shared {
             svc: Padded(AtomicU64::new(0)),
             adaptive_on: AtomicBool::new(false),
             min_retry: AtomicU64::new(0),
+            retry_jitter: AtomicU64::new(0),
+            rng: Padded(Jitter::seeded(name)),
             latency: LatencySampler::new(),
             state: Mutex::new(State {
                 cfg: QueueConfig::default(),
@@ -135,7 +142,11 @@ impl Shared {
         self.stats.reject(reason, now);
         let retry = match reason {
             Reason::KeyRate => retry,
-            _ => retry.max(self.min_retry.load(Ordering::Relaxed)),
+            _ => {
+                let floor = retry.max(self.min_retry.load(Ordering::Relaxed));
+                let jitter = f64::from_bits(self.retry_jitter.load(Ordering::Relaxed));
+                self.rng.spread(floor, jitter)
+            }
         };
         Rejected::new(reason, Duration::from_nanos(retry))
     }
@@ -217,6 +228,8 @@ impl Shared {
             .store(st.adaptive.is_some(), Ordering::Relaxed);
         self.min_retry
             .store(cfg.min_retry_after_ms * MS, Ordering::Relaxed);
+        self.retry_jitter
+            .store(cfg.retry_jitter.to_bits(), Ordering::Relaxed);
         st.cfg = cfg;
         self.apply_limits(&st, now);
         self.dispatch(&mut st, now, now);

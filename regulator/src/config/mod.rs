@@ -95,6 +95,14 @@ pub struct QueueConfig {
     /// request is told to retry when the next token is due, often in under a
     /// millisecond, and every shed client retries at once: a retry storm.
     pub min_retry_after_ms: u64,
+    /// Spread of that `retry_after`: each rejection's hint is drawn
+    /// uniformly from [hint, hint × (1 + retry_jitter)) (a per-key rate's
+    /// stays exact). Callers refused together otherwise come back together:
+    /// at 10x a node's capacity, hints all of 2.5 s brought its senders back
+    /// in waves, and between the waves a send rate of 1,000/s admitted 600/s
+    /// while the node idled (docs/OVERLOAD.md). 0 gives every caller the same
+    /// hint.
+    pub retry_jitter: f64,
     /// Per-key requests per second. `None`: no per-key rate.
     pub key_rate_per_sec: Option<f64>,
     /// Per-key burst.
@@ -124,6 +132,7 @@ impl Default for QueueConfig {
             codel_interval_ms: 100,
             lifo_timeout_ms: 50,
             min_retry_after_ms: 0,
+            retry_jitter: 0.0,
             key_rate_per_sec: None,
             key_burst: 1,
             key_table_size: 10_000,

@@ -46,6 +46,10 @@ pub const MIN_RATE: f64 = 0.001;
 /// Longest duration accepted for any `*_ms` key: one day.
 pub const MAX_MS: u64 = 86_400_000;
 
+/// Widest `retry_jitter`: a hint up to five times its floor. Wider spreads
+/// nothing more usefully and keeps callers away long after capacity is back.
+const MAX_RETRY_JITTER: f64 = 4.0;
+
 fn positive_rate(queue: &str, field: &'static str, v: Option<f64>) -> Result<(), ConfigError> {
     match v {
         Some(r) if !(r.is_finite() && r >= MIN_RATE) => {
@@ -87,6 +91,9 @@ pub fn validate_queue(
         if ms > MAX_MS {
             return Err(invalid(name, field, "must be at most one day"));
         }
+    }
+    if !(0.0..=MAX_RETRY_JITTER).contains(&q.retry_jitter) {
+        return Err(invalid(name, "retry_jitter", "must be in [0, 4]"));
     }
     if q.codel_target_ms == 0 || q.codel_interval_ms <= q.codel_target_ms {
         return Err(invalid(
