@@ -358,6 +358,9 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 // frames. 10x kept 77-98 % of the 1x goodput on the starved
                 // rig, where 1 s kept 72-83 % (docs/OVERLOAD.md).
                 min_retry_after_ms: 2500,
+                // Hints (and so holds) of 2.5-5 s: senders refused together
+                // are read again at different times, not in one wave.
+                retry_jitter: 1.0,
                 max_concurrency: Some(4096),
                 max_size: 1024,
                 max_wait_ms: 100,
@@ -397,6 +400,9 @@ fn send_backpressure() -> ModifierConfig {
         // Hold 50 ms of mean lag; backoff, increase and floor as documented.
         track: Some(Track {
             target: 50.0,
+            // After a cut, a fifth of a second of the damped rate passes at
+            // once, not the 2,000 sends the burst lets a spike through with.
+            cut_burst_ms: 200,
             ..Track::default()
         }),
     }

@@ -125,7 +125,10 @@ async fn pings_after_an_overloaded_send(max_hold_ms: &str) -> (Duration, Duratio
         .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
         .await;
     let refused = std::time::Instant::now();
-    assert!(e["retry_after_ms"].as_u64() >= Some(2000), "{e}");
+    // The floor, or up to twice it with the shipped `retry_jitter`: the wait
+    // this client is held to is the one it was told.
+    let hint = e["retry_after_ms"].as_u64().unwrap_or(0);
+    assert!((2000..=4000).contains(&hint), "{e}");
     held.send_text(json!({"type":"ping","ref":"a"}).to_string())
         .await;
     held.send_text(json!({"type":"ping","ref":"b"}).to_string())
@@ -231,8 +234,8 @@ async fn max_hold_zero_answers_every_frame_as_it_comes() {
 #[tokio::test]
 async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
     // 10 sends/s, so a token is back 100 ms after the burst; but a refused
-    // client is told to wait 2 s, and holds are off, so every frame is read
-    // as it comes.
+    // client is told to wait 2-4 s, and holds are off, so every frame is
+    // read as it comes.
     let node = start(&[
         ("DIALTONE_REGULATOR__QUEUES__SEND__RATE_PER_SEC", "10"),
         ("DIALTONE_REGULATOR__QUEUES__SEND__BURST", "1"),
@@ -254,7 +257,10 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
         .await;
     let refused = std::time::Instant::now();
-    assert!(e["retry_after_ms"].as_u64() >= Some(2000), "{e}");
+    // The floor, or up to twice it with the shipped `retry_jitter`: the wait
+    // this client is held to is the one it was told.
+    let hint = e["retry_after_ms"].as_u64().unwrap_or(0);
+    assert!((2000..=4000).contains(&hint), "{e}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The queue has a token again, but the wait this client was told of
     // has not ended: refused again, with what is left of it.
@@ -262,7 +268,7 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         .err(json!({"type":"send","room":"r","body":"3"}), "overloaded")
         .await;
     let left = e["retry_after_ms"].as_u64().unwrap_or(0);
-    let told = 2000_u64.saturating_sub(u64::try_from(refused.elapsed().as_millis()).unwrap());
+    let told = hint.saturating_sub(u64::try_from(refused.elapsed().as_millis()).unwrap());
     assert!(
         (1..=told + 1).contains(&left),
         "retry_after_ms {left}, {told} ms of the wait left: {e}"
@@ -296,7 +302,7 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         .await;
     // Once the wait is over, sends are asked for again; nothing refused was
     // stored.
-    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(refused.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(hint + 100).saturating_sub(refused.elapsed())).await;
     c.ok(json!({"type":"send","room":"r","body":"4"})).await;
     let h = c.ok(json!({"type":"history","room":"r"})).await;
     let bodies: Vec<&str> = h["messages"]

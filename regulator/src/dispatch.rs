@@ -142,7 +142,7 @@ impl Shared {
             };
             let was_unreachable = m.unreachable;
             m.update(cfg, value, now, throughput);
-            damping = damping.min(m.damping(rate.is_some()));
+            damping = damping.min(m.damping(cfg, rate.is_some()));
             // Once per episode: the operator's target cannot be met by shedding.
             match (was_unreachable, m.unreachable, &cfg.track) {
                 (false, true, Some(t)) => tracing::warn!(
@@ -211,7 +211,7 @@ impl Shared {
             "limits": {
                 "enabled": st.cfg.enabled,
                 "rate_per_sec": st.cfg.enabled.then(|| st.cfg.rate_per_sec.map(|r| r * st.damping.rate)).flatten(),
-                "burst": st.cfg.burst,
+                "burst": st.damping.burst(st.cfg.burst, st.cfg.rate_per_sec.map(|r| r * st.damping.rate)),
                 "max_concurrency": (conc != UNLIMITED).then_some(conc),
                 "adaptive_limit": st.adaptive.as_ref().map(|a| a.limit()),
                 "key_rate_per_sec": st.cfg.key_rate_per_sec,

@@ -202,7 +202,7 @@ impl Shared {
         });
         l.concurrency.store(eff, Ordering::Release);
         let rate = st.cfg.rate_per_sec.map(|r| r * st.damping.rate);
-        l.rate.set(rate, st.cfg.burst, now);
+        l.rate.set(rate, st.damping.burst(st.cfg.burst, rate), now);
         self.stats.limits((eff != UNLIMITED).then_some(eff), rate);
     }
 

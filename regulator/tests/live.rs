@@ -187,6 +187,14 @@ async fn modifiers_dampen_limits_and_restore_them_when_the_signal_clears() {
 /// `cfg` with a modifier tracking 50 ms of a hand-set `lag` sampler
 /// (backoff 0.8, growth 10 % a tick, floor 0.01, headroom 2).
 fn tracking_lag(cfg: QueueConfig) -> (Regulator, regulator::Queue, Arc<ManualSampler>) {
+    tracking_lag_with(0, cfg)
+}
+
+/// [`tracking_lag`] with `cut_burst_ms`.
+fn tracking_lag_with(
+    cut_burst_ms: u64,
+    cfg: QueueConfig,
+) -> (Regulator, regulator::Queue, Arc<ManualSampler>) {
     let (r, q) = one(QueueConfig {
         modifiers: vec![ModifierConfig {
             sampler: "lag".into(),
@@ -197,6 +205,7 @@ fn tracking_lag(cfg: QueueConfig) -> (Regulator, regulator::Queue, Arc<ManualSam
                 increase: 0.1,
                 min_factor: 0.01,
                 headroom: 2.0,
+                cut_burst_ms,
             }),
         }],
         ..cfg
@@ -259,6 +268,64 @@ async fn tracking_modifier_settles_below_the_admitted_rate_and_recovers() {
         sleep(ms(1)).await;
     }
     assert!((45..=55).contains(&surge), "200/s for 250 ms: {surge}");
+}
+
+/// `cut_burst_ms`: after a cut the burst is that long at the damped rate,
+/// not the configured count (seconds of work at a rate cut far down), and
+/// it is the configured one again once the demand falls below the ceiling.
+#[tokio::test(start_paused = true)]
+async fn a_cut_caps_the_burst_until_the_demand_is_followed_again() {
+    let rate = |q: &regulator::Queue| q.snapshot()["limits"]["rate_per_sec"].as_f64().unwrap();
+    let burst = |q: &regulator::Queue| q.snapshot()["limits"]["burst"].as_u64().unwrap();
+    // Idle long enough to fill the bucket, then as many asks as can pass
+    // at one instant.
+    let at_once = |q: regulator::Queue| async move {
+        sleep(ms(4_000)).await;
+        (0..1_000)
+            .filter(|_| {
+                q.ask(Request::new())
+                    .now_or_never()
+                    .is_some_and(|p| p.is_ok())
+            })
+            .count()
+    };
+    for cut_burst_ms in [0, 100] {
+        let (r, q, lag) = tracking_lag_with(
+            cut_burst_ms,
+            QueueConfig {
+                rate_per_sec: Some(1000.0),
+                burst: 500,
+                max_size: 0,
+                ..QueueConfig::default()
+            },
+        );
+        r.feedback_tick();
+        for _ in 0..4 {
+            demand_tick(&r, &q, 200).await;
+        }
+        assert_eq!(burst(&q), 500, "following the demand: as configured");
+        lag.set(80.0);
+        demand_tick(&r, &q, 200).await;
+        assert!((rate(&q) - 160.0).abs() < 1.0, "0.8 x 200/s: {}", rate(&q));
+        let passed = at_once(q.clone()).await;
+        if cut_burst_ms == 0 {
+            assert_eq!(burst(&q), 500);
+            assert!((499..=501).contains(&passed), "the whole burst: {passed}");
+            continue;
+        }
+        // 100 ms at 160/s.
+        let tenth = burst(&q);
+        assert_eq!(tenth as f64, (rate(&q) / 10.0).round());
+        assert!((15..=17).contains(&passed), "a tenth of a second: {passed}");
+        // The lag clears and the demand drops below the ceiling: the
+        // tracking follows it again, and the configured burst is back.
+        lag.set(10.0);
+        for _ in 0..4 {
+            demand_tick(&r, &q, 40).await;
+        }
+        assert_eq!(burst(&q), 500, "rate {}", rate(&q));
+        assert!(at_once(q.clone()).await >= 499);
+    }
 }
 
 /// The tracked factor is a share of the admitted rate: with a rate it damps

@@ -97,11 +97,10 @@ pub struct QueueConfig {
     pub min_retry_after_ms: u64,
     /// Spread of that `retry_after`: each rejection's hint is drawn
     /// uniformly from [hint, hint × (1 + retry_jitter)) (a per-key rate's
-    /// stays exact). Callers refused together otherwise come back together:
-    /// at 10x a node's capacity, hints all of 2.5 s brought its senders back
-    /// in waves, and between the waves a send rate of 1,000/s admitted 600/s
-    /// while the node idled (docs/OVERLOAD.md). 0 gives every caller the same
-    /// hint.
+    /// stays exact), in [0, 4]. Callers refused together otherwise come
+    /// back together, in a wave that takes the burst and is refused again
+    /// while the downstream idles between waves. 0 gives every caller the
+    /// same hint.
     pub retry_jitter: f64,
     /// Per-key requests per second. `None`: no per-key rate.
     pub key_rate_per_sec: Option<f64>,
@@ -193,6 +192,14 @@ pub struct Track {
     /// demand at this multiple each tick instead of growing by `increase`.
     /// 0 turns the ceiling off; otherwise at least 1.
     pub headroom: f64,
+    /// While the tracking, not the demand, holds admissions back (from a
+    /// cut until the demand falls below the ceiling again), the queue's
+    /// `burst` is at most this many ms of its damped rate. 0: the
+    /// configured burst always. A burst counted in requests is seconds of
+    /// work at a rate cut far below the configured one: a send burst of
+    /// 2,000 at a damped 600/s let waves of held senders in 3 s of fan-out
+    /// at once, and every wave cut the rate again (docs/OVERLOAD.md).
+    pub cut_burst_ms: u64,
 }
 
 impl Default for Track {
@@ -203,6 +210,7 @@ impl Default for Track {
             increase: 0.05,
             min_factor: 0.01,
             headroom: 2.0,
+            cut_burst_ms: 0,
         }
     }
 }

@@ -147,6 +147,13 @@ pub fn validate_queue(
                     "must be 0 (off) or at least 1",
                 ));
             }
+            if t.cut_burst_ms > MAX_MS {
+                return Err(invalid(
+                    name,
+                    "modifiers.track.cut_burst_ms",
+                    "must be at most one day",
+                ));
+            }
         }
     }
     if let Some(a) = &q.adaptive {
@@ -304,6 +311,10 @@ mod tests {
             },
             Track {
                 headroom: 0.5,
+                ..Track::default()
+            },
+            Track {
+                cut_burst_ms: MAX_MS + 1,
                 ..Track::default()
             },
         ] {

@@ -23,6 +23,13 @@
 //! `headroom`-fold a tick); after a cut it grows by `increase` until the
 //! demand falls below the ceiling again.
 //!
+//! While the tracking, not the demand, holds admissions back (from a cut
+//! until the demand falls below the ceiling again), `cut_burst_ms` caps the
+//! queue's burst at that long at the damped rate: a burst counted in
+//! requests is seconds of work at a rate cut far down, which every lull in
+//! the demand refills and the next wave dumps on a downstream already
+//! behind. Following the demand, the configured burst absorbs a spike.
+//!
 //! The tracked factor is a share of the admitted *rate*, so on a queue with
 //! a rate it damps the rate alone ([`Damping`]). Scaling a concurrency limit
 //! by it means nothing: an adaptive limit of 64 under a tracked 0.01 became
@@ -116,10 +123,16 @@ impl ModifierState {
 
     /// What this modifier multiplies, on a queue with or without a rate
     /// (see the module docs).
-    pub(crate) fn damping(&self, has_rate: bool) -> Damping {
+    pub(crate) fn damping(&self, cfg: &ModifierConfig, has_rate: bool) -> Damping {
+        let cut_burst_ms = cfg
+            .track
+            .as_ref()
+            .filter(|t| t.cut_burst_ms > 0 && !self.following)
+            .map(|t| t.cut_burst_ms);
         Damping {
             rate: self.factor,
             concurrency: if has_rate { self.stepped } else { self.factor },
+            burst_ms: cut_burst_ms,
         }
     }
 
@@ -191,11 +204,15 @@ impl ModifierState {
     }
 }
 
-/// The factors in force on a queue's configured rate and concurrency.
+/// The factors in force on a queue's configured rate and concurrency, and
+/// the cap on its burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Damping {
     pub(crate) rate: f64,
     pub(crate) concurrency: f64,
+    /// The burst is at most this many ms of the damped rate (`cut_burst_ms`
+    /// of a tracking that holds admissions back); `None`: as configured.
+    pub(crate) burst_ms: Option<u64>,
 }
 
 impl Damping {
@@ -203,6 +220,7 @@ impl Damping {
     pub(crate) const NONE: Damping = Damping {
         rate: 1.0,
         concurrency: 1.0,
+        burst_ms: None,
     };
 
     /// Several modifiers: the strongest damping of each limit.
@@ -210,6 +228,24 @@ impl Damping {
         Damping {
             rate: self.rate.min(other.rate),
             concurrency: self.concurrency.min(other.concurrency),
+            burst_ms: match (self.burst_ms, other.burst_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// The burst in force: `configured`, or fewer while `burst_ms` caps it
+    /// at that long at `rate` (never below one request).
+    pub(crate) fn burst(&self, configured: u32, rate: Option<f64>) -> u32 {
+        match (self.burst_ms, rate) {
+            (Some(ms), Some(r)) => {
+                // Saturating float to int; at most `configured` anyway.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let capped = (r * ms as f64 / 1000.0).round() as u32;
+                capped.clamp(1, configured.max(1))
+            }
+            _ => configured,
         }
     }
 }
