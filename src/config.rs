@@ -355,8 +355,8 @@ pub fn default_queues() -> std::collections::BTreeMap<String, QueueConfig> {
                 modifiers: vec![send_backpressure()],
                 // The gateway holds a refused sender's connection unread for
                 // this long (README): fewer holds, each answering more
-                // frames. 10x kept 77-98 % of the 1x goodput on the starved
-                // rig, where 1 s kept 72-83 % (docs/OVERLOAD.md).
+                // frames. 10x kept 72-83 % of 1x on the starved rig with 1 s,
+                // 77-98 % with 2.5 s (docs/OVERLOAD.md).
                 min_retry_after_ms: 2500,
                 // Hints (and so holds) of 2.5-5 s: senders refused together
                 // are read again at different times, not in one wave.
