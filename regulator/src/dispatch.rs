@@ -31,6 +31,16 @@ impl State {
             }
         }
     }
+
+    /// The configured rate under the damping in force.
+    pub(crate) fn damped_rate(&self) -> Option<f64> {
+        self.cfg.rate_per_sec.map(|r| r * self.damping.rate)
+    }
+
+    /// The burst in force: configured, or capped after a tracking cut.
+    pub(crate) fn burst(&self) -> u32 {
+        self.damping.burst(self.cfg.burst, self.damped_rate())
+    }
 }
 
 impl Shared {
@@ -176,7 +186,7 @@ impl Shared {
             st.waiters.len(),
             self.limits.in_flight(),
             (conc != UNLIMITED).then_some(conc),
-            st.cfg.rate_per_sec.map(|r| r * st.damping.rate),
+            st.damped_rate(),
         );
     }
 
@@ -210,8 +220,8 @@ impl Shared {
             "config": st.cfg,
             "limits": {
                 "enabled": st.cfg.enabled,
-                "rate_per_sec": st.cfg.enabled.then(|| st.cfg.rate_per_sec.map(|r| r * st.damping.rate)).flatten(),
-                "burst": st.damping.burst(st.cfg.burst, st.cfg.rate_per_sec.map(|r| r * st.damping.rate)),
+                "rate_per_sec": st.cfg.enabled.then(|| st.damped_rate()).flatten(),
+                "burst": st.burst(),
                 "max_concurrency": (conc != UNLIMITED).then_some(conc),
                 "adaptive_limit": st.adaptive.as_ref().map(|a| a.limit()),
                 "key_rate_per_sec": st.cfg.key_rate_per_sec,

@@ -201,8 +201,8 @@ impl Shared {
             ((f64::from(c) * st.damping.concurrency).floor() as u64).max(1)
         });
         l.concurrency.store(eff, Ordering::Release);
-        let rate = st.cfg.rate_per_sec.map(|r| r * st.damping.rate);
-        l.rate.set(rate, st.damping.burst(st.cfg.burst, rate), now);
+        let rate = st.damped_rate();
+        l.rate.set(rate, st.burst(), now);
         self.stats.limits((eff != UNLIMITED).then_some(eff), rate);
     }
 

@@ -5,14 +5,16 @@ use std::{collections::BTreeMap, time::Duration};
 
 use regulator::{QueueConfig, Reason, Regulator, RegulatorConfig, Request};
 
-fn regulator(q: QueueConfig) -> Regulator {
-    let mut queues = BTreeMap::new();
-    queues.insert("q".to_owned(), q);
-    Regulator::new(RegulatorConfig {
-        queues,
+/// One queue, "q".
+fn config(q: QueueConfig) -> RegulatorConfig {
+    RegulatorConfig {
+        queues: BTreeMap::from([("q".to_owned(), q)]),
         ..RegulatorConfig::default()
-    })
-    .unwrap()
+    }
+}
+
+fn regulator(q: QueueConfig) -> Regulator {
+    Regulator::new(config(q)).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -34,12 +36,15 @@ async fn rejections_carry_at_least_the_configured_retry_hint() {
     );
 }
 
+/// Neither the floor nor the jitter: a per-key rate's hint is the key's
+/// own next token.
 #[tokio::test(start_paused = true)]
 async fn a_per_key_rate_keeps_its_exact_hint() {
     let r = regulator(QueueConfig {
         key_rate_per_sec: Some(10.0),
         key_burst: 1,
         min_retry_after_ms: 5000,
+        retry_jitter: 4.0,
         ..QueueConfig::default()
     });
     let _first = r.ask("q", Request::new().key(7)).await.unwrap();
@@ -89,36 +94,13 @@ async fn jittered_hints_spread_over_the_range_above_the_floor() {
     assert!(hints.iter().any(|h| *h >= hi - Duration::from_millis(50)));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_per_key_rate_is_not_jittered() {
-    let r = regulator(QueueConfig {
-        key_rate_per_sec: Some(10.0),
-        key_burst: 1,
-        retry_jitter: 4.0,
-        ..QueueConfig::default()
-    });
-    let _first = r.ask("q", Request::new().key(7)).await.unwrap();
-    let shed = r.ask("q", Request::new().key(7)).await.unwrap_err();
-    assert!(
-        shed.retry_after <= Duration::from_millis(100),
-        "{:?}",
-        shed.retry_after
-    );
-}
-
 #[test]
 fn a_jitter_outside_zero_to_four_is_refused() {
     for bad in [-0.1, 4.5, f64::NAN] {
-        let q = QueueConfig {
+        let err = Regulator::new(config(QueueConfig {
             retry_jitter: bad,
             ..QueueConfig::default()
-        };
-        let mut queues = BTreeMap::new();
-        queues.insert("q".to_owned(), q);
-        let err = Regulator::new(RegulatorConfig {
-            queues,
-            ..RegulatorConfig::default()
-        })
+        }))
         .err()
         .unwrap_or_else(|| panic!("{bad} accepted"));
         assert!(err.to_string().contains("retry_jitter"), "{err}");

@@ -228,10 +228,7 @@ impl Damping {
         Damping {
             rate: self.rate.min(other.rate),
             concurrency: self.concurrency.min(other.concurrency),
-            burst_ms: match (self.burst_ms, other.burst_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            burst_ms: self.burst_ms.into_iter().chain(other.burst_ms).min(),
         }
     }
 
