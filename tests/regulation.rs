@@ -15,6 +15,15 @@ async fn regulator_state(addr: std::net::SocketAddr) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// The `retry_after_ms` of an `overloaded` send on a queue whose floor is
+/// 2 s: the floor, or up to twice it with the shipped `retry_jitter`. The
+/// wait the client is then held to is this one.
+fn told_wait(e: &Value) -> u64 {
+    let hint = e["retry_after_ms"].as_u64().unwrap_or(0);
+    assert!((2000..=4000).contains(&hint), "{e}");
+    hint
+}
+
 #[tokio::test]
 async fn admin_regulator_lists_every_queue_with_limits_and_counters() {
     let node = start(&[("DIALTONE_ADMIN__TOKEN", "adm")]).await;
@@ -125,10 +134,7 @@ async fn pings_after_an_overloaded_send(max_hold_ms: &str) -> (Duration, Duratio
         .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
         .await;
     let refused = std::time::Instant::now();
-    // The floor, or up to twice it with the shipped `retry_jitter`: the wait
-    // this client is held to is the one it was told.
-    let hint = e["retry_after_ms"].as_u64().unwrap_or(0);
-    assert!((2000..=4000).contains(&hint), "{e}");
+    told_wait(&e);
     held.send_text(json!({"type":"ping","ref":"a"}).to_string())
         .await;
     held.send_text(json!({"type":"ping","ref":"b"}).to_string())
@@ -257,10 +263,7 @@ async fn a_send_before_the_advised_wait_is_refused_without_asking_the_queue() {
         .err(json!({"type":"send","room":"r","body":"2"}), "overloaded")
         .await;
     let refused = std::time::Instant::now();
-    // The floor, or up to twice it with the shipped `retry_jitter`: the wait
-    // this client is held to is the one it was told.
-    let hint = e["retry_after_ms"].as_u64().unwrap_or(0);
-    assert!((2000..=4000).contains(&hint), "{e}");
+    let hint = told_wait(&e);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The queue has a token again, but the wait this client was told of
     // has not ended: refused again, with what is left of it.
